@@ -1,0 +1,25 @@
+# The two commands a user needs: `make demo` and `make test`. Both set up first.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(VENV)/bin/ldfi doctor
+	@$(VENV)/bin/ldfi run models/echo/scenario.toml --no-faults
+
+lint: setup
+	@$(VENV)/bin/ruff check .
+
+test: setup
+	@$(VENV)/bin/ruff check .
+	@$(PY) -m pytest -q -ra
+
+bench: setup
+	@$(PY) bench/sandbox_overhead.py
+
+clean-runs:
+	rm -rf ldfi-store

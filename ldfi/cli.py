@@ -1,0 +1,80 @@
+"""The `ldfi` command line: parse arguments, dispatch to one module per
+subcommand, and turn UserError into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+
+from ldfi import __version__
+from ldfi.errors import EXIT_USAGE, UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from ldfi.doctor import run_doctor
+
+    return run_doctor(as_json=args.json)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ldfi.runcmd import run_command
+
+    return run_command(args)
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from ldfi.gc import gc_command
+
+    return gc_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ldfi",
+        description="Lineage-driven fault injection for unmodified distributed systems (eBPF).",
+    )
+    parser.add_argument("--version", action="version", version=f"ldfi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    doctor = sub.add_parser("doctor", help="probe the kernel for every eBPF feature bop-bpf uses")
+    doctor.add_argument("--json", action="store_true", help="print the probe results as JSON")
+    doctor.set_defaults(handler=_doctor)
+
+    run = sub.add_parser("run", help="run a scenario (once, with --no-faults)")
+    run.add_argument("scenario", help="path to the scenario TOML file")
+    run.add_argument(
+        "--no-faults", action="store_true", help="run the scenario once, without faults, and report"
+    )
+    run.add_argument("--store", default="ldfi-store", help="where run directories go")
+    run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
+    run.set_defaults(handler=_run)
+
+    gc = sub.add_parser(
+        "gc", help="remove namespaces, cgroups and processes left behind by a killed engine"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    gc.set_defaults(handler=_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM takes the same clean-up path as Ctrl-C (KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except UserError as err:
+        print(f"ldfi: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("ldfi: interrupted; cleaned up", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
