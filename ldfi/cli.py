@@ -4,12 +4,14 @@ subcommand, and turn UserError into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ldfi import __version__
-from ldfi.errors import EXIT_USAGE, UserError
+from ldfi.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -21,15 +23,38 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ldfi.runcmd import run_command
+    from ldfi.errors import EXIT_BUG, EXIT_INCONCLUSIVE, EXIT_OK, require_root
+    from ldfi.runner import run_once
+    from ldfi.scenario import load_scenario
+    from ldfi.summary import print_run
 
-    return run_command(args)
+    scenario = load_scenario(args.scenario)
+    if not args.no_faults:
+        raise UserError(
+            "the LDFI search loop is not available yet: run the scenario once with "
+            f"'ldfi run {args.scenario} --no-faults'"
+        )
+    require_root("run")
+    result = run_once(scenario, Path(args.store))
+    print_run(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if result.status == "error":
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK if result.predicate_ok else EXIT_BUG
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from ldfi.gc import gc_command
+    from ldfi.errors import require_root
+    from ldfi.sandbox import gc
 
-    return gc_command(args)
+    require_root("gc")
+    found = gc.find_leftovers() if args.dry_run else gc.collect()
+    verb = "would remove" if args.dry_run else "removed"
+    for leftover in found:
+        print(f"{verb} {leftover.describe()}")
+    print(f"ldfi gc: {verb} {len(found)} leftover(s)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,138 @@
+/* The tiny programs `ldfi doctor` loads to find out what this kernel really
+ * does. All of them live in this one file so bcc compiles once (clang is the
+ * slow part); tracer/probes.py then loads and attaches them one at a time.
+ *
+ * Naming: bcc attaches functions named tracepoint__*, kprobe__*, kfunc__* and
+ * lsm__* by itself at compile time. The tracepoint and kprobe programs here are
+ * named otherwise so that each probe attaches its own program and sees its own
+ * error; bcc still generates the tracepoint argument structs from the
+ * parameter type. kfunc__/lsm__ names cannot be avoided (bcc finds the BTF id
+ * to attach to from the name), so user space turns bcc's autoload off.
+ *
+ * Every program filters on a tgid or port that user space writes into
+ * `config`, so other processes on the machine never change a result. */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/pkt_cls.h>
+#include "probes.h"
+
+#define SIGKILL 9
+
+BPF_ARRAY(config, u32, CFG_MAX);
+BPF_ARRAY(hits, u64, HIT_MAX);
+/* bcc creates every map at compile time, so on a kernel without ring buffers
+ * (before 5.8) the whole file would fail; user space then recompiles with
+ * LDFI_NO_RINGBUF and reports only the ring buffer probe missing.
+ * 8 pages: the probe sends one record; the size only has to be legal. */
+#ifndef LDFI_NO_RINGBUF
+BPF_RINGBUF_OUTPUT(events, 8);
+#endif
+
+static __always_inline u32 config_get(u32 slot)
+{
+    u32 *value = config.lookup(&slot);
+    return value ? *value : 0;
+}
+
+static __always_inline void hit(u32 slot)
+{
+    u64 *count = hits.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+}
+
+static __always_inline int is_self(void)
+{
+    return (u32)(bpf_get_current_pid_tgid() >> 32) == config_get(CFG_SELF_TGID);
+}
+
+/* syscalls:sys_enter_getppid: the tracer's bread and butter is a syscall
+ * tracepoint, so count ours to show it fires for a known pid. */
+int count_syscall(struct tracepoint__syscalls__sys_enter_getppid *args)
+{
+    if (is_self())
+        hit(HIT_SYSCALL);
+    return 0;
+}
+
+/* sock:inet_sock_set_state: how the tracer learns TCP connections open and
+ * close. Ports in this tracepoint are in host byte order. */
+int sock_state(struct tracepoint__sock__inet_sock_set_state *args)
+{
+    u16 port = config_get(CFG_TCP_PORT);
+    if (args->protocol == IPPROTO_TCP && port != 0 &&
+        (args->sport == port || args->dport == port))
+        hit(HIT_SOCK);
+    return 0;
+}
+
+#ifndef LDFI_NO_RINGBUF
+/* syscalls:sys_enter_getpgid: one record through the ring buffer, carrying a
+ * cookie from user space so the reader knows it got this record back. */
+int ringbuf_submit(struct tracepoint__syscalls__sys_enter_getpgid *args)
+{
+    if (!is_self())
+        return 0;
+    struct probe_record *rec = events.ringbuf_reserve(sizeof(*rec));
+    if (!rec)
+        return 0;
+    rec->tgid = bpf_get_current_pid_tgid() >> 32;
+    rec->cookie = config_get(CFG_COOKIE);
+    events.ringbuf_submit(rec, 0);
+    hit(HIT_RINGBUF);
+    return 0;
+}
+#endif
+
+/* syscalls:sys_enter_sched_yield: crash faults kill a node at an exact event
+ * with bpf_send_signal; only the victim child's tgid is ever signalled. */
+int kill_victim(struct tracepoint__syscalls__sys_enter_sched_yield *args)
+{
+    u32 victim = config_get(CFG_VICTIM_TGID);
+    if (victim == 0 || (u32)(bpf_get_current_pid_tgid() >> 32) != victim)
+        return 0;
+    if (bpf_send_signal(SIGKILL) == 0)
+        hit(HIT_SIGNAL);
+    return 0;
+}
+
+/* tc clsact egress, direct action: drop everything on the doctor's throwaway
+ * veth, the same mechanism network faults use to cut a flow. */
+int tc_drop(struct __sk_buff *skb)
+{
+    hit(HIT_TC_DROP);
+    return TC_ACT_SHOT;
+}
+
+/* cgroup_skb egress: returning 0 drops, and the sender sees EPERM. */
+int cgroup_drop(struct __sk_buff *skb)
+{
+    hit(HIT_CGROUP_DROP);
+    return 0;
+}
+
+/* Optional extras from here on: attached to the getppid syscall function so
+ * the same trigger as count_syscall shows whether they fire. */
+int on_kprobe(struct pt_regs *ctx)
+{
+    if (is_self())
+        hit(HIT_KPROBE);
+    return 0;
+}
+
+/* __do_sys_getppid is what the getppid syscall runs on every architecture
+ * (the __x64_sys_ wrapper is not in this kernel's BTF, which fentry needs). */
+KFUNC_PROBE(__do_sys_getppid)
+{
+    if (is_self())
+        hit(HIT_FENTRY);
+    return 0;
+}
+
+/* security_task_getsid runs on getsid(pid) for a non-zero pid. */
+LSM_PROBE(task_getsid, void *task)
+{
+    if (is_self())
+        hit(HIT_LSM);
+    return 0;
+}

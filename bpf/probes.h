@@ -1,0 +1,37 @@
+/* Shared between bpf/probes.bpf.c and tracer/probes.py (which mirrors these
+ * numbers and the record layout with ctypes): the slots user space reads and
+ * writes, and the one record the ring buffer probe sends up. */
+#ifndef LDFI_PROBES_H
+#define LDFI_PROBES_H
+
+/* Index into the `config` array: what user space tells the programs before it
+ * triggers them, so that only the doctor's own events count. */
+enum probe_config {
+    CFG_SELF_TGID = 0,   /* the doctor's own process */
+    CFG_VICTIM_TGID = 1, /* the child bpf_send_signal must kill */
+    CFG_TCP_PORT = 2,    /* the loopback listener the sock tracepoint must see */
+    CFG_COOKIE = 3,      /* echoed in the ring buffer record, so we know it is ours */
+    CFG_MAX = 4,
+};
+
+/* Index into the `hits` array: how often each program saw its event. A probe
+ * passes on an observed effect *and* a hit, so we know the program caused it. */
+enum probe_hit {
+    HIT_SYSCALL = 0,
+    HIT_SOCK = 1,
+    HIT_RINGBUF = 2,
+    HIT_SIGNAL = 3,
+    HIT_TC_DROP = 4,
+    HIT_CGROUP_DROP = 5,
+    HIT_KPROBE = 6,
+    HIT_FENTRY = 7,
+    HIT_LSM = 8,
+    HIT_MAX = 9,
+};
+
+struct probe_record {
+    __u32 tgid;
+    __u32 cookie;
+};
+
+#endif
