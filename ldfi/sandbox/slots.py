@@ -1,0 +1,80 @@
+"""Run slots: a small integer that names everything one run creates
+(`ldfi-<slot>-...`) and picks its private /24.
+
+A slot is owned by whoever holds an flock on /run/ldfi/slots/<slot>.lock.
+The kernel drops that lock when the owner dies, however it dies (even
+kill -9), so `ldfi gc` can tell a live run's resources from a dead one's
+without guessing: it never touches a slot it cannot lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SLOT_DIR = Path("/run/ldfi/slots")
+MAX_SLOTS = 512  # 198.18.0.0/15 holds 512 /24 subnets
+PREFIX = "ldfi-"
+_SLOT_NAME = re.compile(r"^ldfi-(\d+)(?:-|$)")
+
+
+@dataclass
+class Slot:
+    index: int
+    _fd: int
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}{self.index}"
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = -1
+
+
+def _lock_path(index: int) -> Path:
+    return SLOT_DIR / f"{index}.lock"
+
+
+def _try_lock(index: int) -> int | None:
+    SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_lock_path(index), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def acquire_slot() -> Slot:
+    """Lock the lowest free slot. The caller must clean the slot's leftovers
+    (from a killed owner) before using it."""
+    for index in range(MAX_SLOTS):
+        fd = _try_lock(index)
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return Slot(index, fd)
+    raise RuntimeError(f"all {MAX_SLOTS} run slots are busy: too many runs at once")
+
+
+def slot_of(name: str) -> int | None:
+    """The slot a resource name belongs to ('ldfi-7-node-a' -> 7), or None."""
+    m = _SLOT_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def slot_is_live(index: int) -> bool:
+    """True while some process holds the slot's lock (a run is using it)."""
+    if not _lock_path(index).exists():
+        return False
+    fd = _try_lock(index)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False

@@ -1,0 +1,44 @@
+"""What a person reads after a run: a short table of nodes, the workload,
+the check and the verdict, with where the logs are."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ldfi.runner import RunResult, StepReport
+
+
+def _step_line(name: str, step: StepReport | None) -> str:
+    if step is None:
+        return f"{name:9} did not run"
+    how = "timed out" if step.timed_out else f"exit {step.exit_code}"
+    return f"{name:9} {how:10} {step.duration:.2f}s"
+
+
+def print_run(result: RunResult, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    console.print(f"[bold]scenario[/] {result.scenario}   [bold]run[/] {result.run_id}   "
+                  f"[bold]subnet[/] {result.subnet or '-'}", soft_wrap=True)
+    table = Table(box=None, pad_edge=False)
+    for column in ("node", "address", "pid", "ready", "after", "at end"):
+        table.add_column(column)
+    for node in result.nodes:
+        after = f"{node.ready_after:.2f}s" if node.ready_after is not None else "never"
+        end = "running" if node.exit_code is None else f"exited {node.exit_code}"
+        table.add_row(node.name, node.address, str(node.pid), node.ready, after, end)
+    console.print(table)
+    console.print(_step_line("workload", result.workload))
+    console.print(_step_line("check", result.check))
+    console.print(f"wall {result.wall:.2f}s (sandbox set-up {result.sandbox_setup * 1000:.0f} ms, "
+                  f"teardown {result.teardown * 1000:.0f} ms)")
+    console.print(f"run directory: {result.run_dir}", soft_wrap=True)
+    if result.status == "error":
+        console.print(f"[bold yellow]INCONCLUSIVE[/]: {result.error}", soft_wrap=True)
+    elif result.predicate_ok:
+        console.print("[bold green]PREDICATE HOLDS[/]: the check exited 0")
+    else:
+        console.print(f"[bold red]PREDICATE FAILED[/]: the check exited "
+                      f"{result.check.exit_code if result.check else '-'}"
+                      f"{' (timed out)' if result.check and result.check.timed_out else ''}"
+                      f"; see {result.run_dir}/logs/check.err", soft_wrap=True)
