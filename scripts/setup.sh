@@ -10,6 +10,11 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (apt-get, mounts, kernel headers link): run 'sudo make setup'"
 command -v dpkg-query >/dev/null || die "not a Debian system (no dpkg-query): bop-bpf's set-up targets Debian 12"
 
+# Two set-ups at once (parallel shells, CI plus a developer) would race on
+# apt and on .venv: take turns.
+exec 9>/run/lock/ldfi-setup.lock
+flock 9
+
 # Debian packages: bcc and its Python bindings, headers bcc compiles against,
 # netlink/tc tools, and the third-party systems the tests and benchmarks run.
 APT_PACKAGES=(
