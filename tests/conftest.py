@@ -43,3 +43,58 @@ def ebpf() -> None:
     """Fixture form of require_ebpf(); session-scoped so that module-scoped
     fixtures which load programs can depend on it too."""
     require_ebpf()
+
+
+# -- running the real CLI and inspecting what runs leave in the kernel -------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+
+
+def ldfi(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess[str]:
+    """Run the real `ldfi` command line (this venv's) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ldfi.cli", *args], capture_output=True, text=True,
+        timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs,
+    )
+
+
+def run_json(result_file: Path) -> dict:
+    return json.loads(result_file.read_text())
+
+
+def ldfi_resources() -> set[str]:
+    """Every ldfi-named kernel object visible from the host: namespaces,
+    cgroups, /etc/netns entries, host interfaces, and processes living in an
+    ldfi namespace."""
+    from tracer.kernel import cgroup2_root
+
+    found: set[str] = set()
+    for kind, directory in (("netns", Path("/run/netns")), ("hosts", Path("/etc/netns")),
+                            ("cgroup", cgroup2_root())):
+        if directory and directory.is_dir():
+            found |= {f"{kind}:{p.name}" for p in directory.iterdir()
+                      if p.name.startswith("ldfi-")}
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found |= {f"link:{line.split(':')[1].strip()}" for line in links.splitlines()
+              if "ldfi" in line}
+    inodes = {}
+    for p in Path("/run/netns").glob("ldfi-*"):
+        try:
+            inodes[p.stat().st_ino] = p.name
+        except OSError:
+            pass
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ino = (proc / "ns/net").stat().st_ino
+            except OSError:
+                continue
+            if ino in inodes:
+                found.add(f"process:{proc.name}")
+    return found

@@ -13,6 +13,7 @@ Everything created is named `ldfi-<slot>-...` (see slots.py) so that
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,15 @@ class Sandbox:
             raise
 
     def close(self) -> None:
-        """Stop every process, then remove namespaces and cgroups. Safe to call twice."""
+        """Stop every process, then remove namespaces and cgroups. Safe to call
+        twice. A second Ctrl-C or SIGTERM waits until teardown is complete."""
+        deferred = _block_signals()
+        try:
+            self._teardown()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, deferred)
+
+    def _teardown(self) -> None:
         try:
             if self.nodes:
                 processes.stop(list(self.nodes.values()), self.grace)
@@ -153,6 +162,11 @@ class Sandbox:
             processes.stop([proc], {CLIENT: 0.0 if timed_out else 0.5})
         code = None if timed_out else proc.popen.returncode
         return Finished(code, timed_out, time.monotonic() - proc.started, proc.stdout, proc.stderr)
+
+
+def _block_signals() -> set[signal.Signals]:
+    """Block SIGINT/SIGTERM; return the previous mask (pending ones fire on restore)."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _with_identity(env: Mapping[str, str], name: str, run_dir: Path) -> dict[str, str]:

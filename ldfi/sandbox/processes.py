@@ -92,7 +92,9 @@ def stop(processes: list[Process], grace: Mapping[str, float]) -> None:
     """SIGTERM every group, give each its grace period, then kill what is left
     and wait for every child, including re-parented orphans."""
     sessions = {p.pid for p in processes}
+    members: set[int] = set()
     for p in processes:
+        members.update(cgroups.procs(p.group))
         cgroups.signal_group(p.group, signal.SIGTERM)
     start = time.monotonic()
     for p in processes:
@@ -107,11 +109,12 @@ def stop(processes: list[Process], grace: Mapping[str, float]) -> None:
         except subprocess.TimeoutExpired:
             p.popen.kill()  # never joined its group: kill it directly
             p.popen.wait()
-    reap_orphans(sessions)
+    reap_orphans(sessions, members)
 
 
-def reap_orphans(sessions: set[int]) -> None:
-    """Reap zombies re-parented to us that belong to one of our sessions."""
+def reap_orphans(sessions: set[int], members: set[int]) -> None:
+    """Reap zombies re-parented to us that belong to one of our sessions or
+    were in one of our groups (a daemon that called setsid leaves the session)."""
     me = os.getpid()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -124,9 +127,10 @@ def reap_orphans(sessions: set[int]) -> None:
         # Fields after the ")" of comm: state ppid pgrp session ...
         fields = stat.rsplit(")", 1)[1].split()
         state, ppid, session = fields[0], int(fields[1]), int(fields[3])
-        if state == "Z" and ppid == me and session in sessions:
+        pid = int(entry.name)
+        if state == "Z" and ppid == me and (session in sessions or pid in members):
             with suppress(ChildProcessError):
-                os.waitpid(int(entry.name), os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
 
 
 def tail(path: Path, lines: int = 10) -> str:
