@@ -47,6 +47,7 @@ def ebpf() -> None:
 
 # -- running the real CLI and inspecting what runs leave in the kernel -------
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -85,10 +86,8 @@ def ldfi_resources() -> set[str]:
               if "ldfi" in line}
     inodes = {}
     for p in Path("/run/netns").glob("ldfi-*"):
-        try:
+        with contextlib.suppress(OSError):
             inodes[p.stat().st_ino] = p.name
-        except OSError:
-            pass
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:

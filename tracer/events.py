@@ -1,0 +1,78 @@
+"""Decoded trace events: what the tracer hands to the rest of the engine.
+
+One flat record type, because every consumer (happens-before matching,
+protobuf export, reports) reads a handful of fields and filters on `kind`.
+Times are CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# kind
+SOCK = "sock"  # one socket system call (or one message of sendmmsg/recvmmsg)
+FORK = "fork"  # a process or thread was created
+EXEC = "exec"
+EXIT = "exit"
+TCP_STATE = "tcp_state"  # sock:inet_sock_set_state
+
+SEND_CALLS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg"})
+RECV_CALLS = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg"})
+
+MSG_PEEK = 0x2
+
+
+@dataclass(slots=True)
+class Event:
+    seq: int  # position in the trace (emission order, per run)
+    kind: str
+    ts: int  # ns, at syscall exit (emission)
+    pid: int  # tgid
+    tid: int
+    comm: str
+    node: str  # node name from the cgroup ("client" for workload/check, "" unknown)
+    cgroup: int = 0
+    netns: int = 0
+    # -- sock ------------------------------------------------------------
+    syscall: str = ""  # socket, bind, listen, connect, accept, accept4, read, write, ...
+    ts_enter: int = 0
+    fd: int = -1  # the fd argument (accept: the listening fd; the new fd is ret)
+    ret: int = 0  # return value (-errno on failure); for one mmsg message: its length
+    count: int = 0  # bytes asked for (len), or vlen/backlog/how/type, per syscall
+    sk: int = 0  # kernel sock address: a socket's identity while it lives
+    proto: str = ""  # "tcp" | "udp" | ""
+    family: int = 0  # 4 or 6 (0: unknown)
+    laddr: str = ""
+    lport: int = 0
+    raddr: str = ""
+    rport: int = 0
+    state: int = 0  # TCP state at exit
+    msg_flags: int = 0
+    seq_w: int | None = None  # TCP: write_seq at exit: a send covers [seq_w - ret, seq_w)
+    seq_r: int | None = None  # TCP: copied_seq at exit: a recv covers [seq_r - ret, seq_r)
+    msg_idx: int = 0  # sendmmsg/recvmmsg: which message of the call
+    payload: bytes = b""  # the first N bytes (N = the tracer's snoop length)
+    raddr_from_arg: bool = False  # remote endpoint from the sockaddr argument (UDP sendto)
+    # -- fork / exec / exit -----------------------------------------------
+    ppid: int = 0  # fork: parent tgid
+    child_pid: int = 0
+    child_tid: int = 0
+    is_thread: bool = False  # fork: CLONE_THREAD
+    exit_code: int = 0  # exit: wait status
+    filename: str = ""  # exec
+    # -- tcp_state ----------------------------------------------------------
+    old_state: int = 0
+    new_state: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.ret >= 0
+
+    @property
+    def is_send(self) -> bool:
+        return self.kind == SOCK and self.syscall in SEND_CALLS and self.ret > 0
+
+    @property
+    def is_recv(self) -> bool:
+        return (self.kind == SOCK and self.syscall in RECV_CALLS and self.ret > 0
+                and not self.msg_flags & MSG_PEEK)
