@@ -56,7 +56,7 @@ def iproute2_shell(nodes: int, run_dir: Path) -> float:
         _ip("-n", "ldfi-bench-br", "link", "add", f"p{i}", "type", "veth",
             "peer", "name", "eth0", "netns", ns)
         _ip("-n", "ldfi-bench-br", "link", "set", f"p{i}", "master", "br0", "up")
-        _ip("-n", ns, "addr", "add", f"198.19.255.{i + 2}/24", "dev", "eth0")
+        _ip("-n", ns, "addr", "add", f"198.19.255.{i + 10}/24", "dev", "eth0")
         _ip("-n", ns, "link", "set", "eth0", "up")
         _ip("-n", ns, "link", "set", "lo", "up")
         (cg / ns).mkdir()

@@ -89,7 +89,7 @@ class RunAborted(Exception):
 def new_run_dir(store: Path, scenario: Scenario) -> tuple[str, Path]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_id = f"{stamp}-{scenario.name}-{secrets.token_hex(2)}"
-    run_dir = store / "runs" / run_id
+    run_dir = store.resolve() / "runs" / run_id  # {workdir} must not depend on a cwd
     (run_dir / "work").mkdir(parents=True)
     return run_id, run_dir
 

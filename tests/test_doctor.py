@@ -133,7 +133,7 @@ def cli_veth_pair(prefix: str) -> Iterator[tuple[str, str]]:
         run("ip", "netns", "add", a)
         run("ip", "netns", "add", b)
         run("ip", "-n", a, "link", "add", "gt0", "type", "veth", "peer", "name", "gt1", "netns", b)
-        for ns, dev, addr in ((a, "gt0", "10.253.0.1/30"), (b, "gt1", "10.253.0.2/30")):
+        for ns, dev, addr in ((a, "gt0", "198.19.255.5/30"), (b, "gt1", "198.19.255.6/30")):
             run("ip", "-n", ns, "addr", "add", addr, "dev", dev)
             run("ip", "-n", ns, "link", "set", dev, "up")
         yield a, b
@@ -150,7 +150,7 @@ def tc_program_drops_ping(gt_bpf: Any, program: str) -> bool:
 
     fn = gt_bpf.load_func(program.encode(), BPF.SCHED_CLS)
     with cli_veth_pair(f"ldfi-test-{os.getpid()}") as (a, _b):
-        if not ping(a, "10.253.0.2", wait=2):
+        if not ping(a, "198.19.255.6", wait=2):
             return False
         with IPRoute(netns=a) as ipr:
             index = ipr.link_lookup(ifname="gt0")[0]
@@ -164,9 +164,9 @@ def tc_program_drops_ping(gt_bpf: Any, program: str) -> bool:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         assert program in shown and "direct-action" in shown, shown
-        dropped = not ping(a, "10.253.0.2", wait=0.5)
+        dropped = not ping(a, "198.19.255.6", wait=0.5)
         run("tc", "-n", a, "qdisc", "del", "dev", "gt0", "clsact")
-        return dropped and ping(a, "10.253.0.2", wait=2)
+        return dropped and ping(a, "198.19.255.6", wait=2)
 
 
 UDP_FROM_CGROUP = """

@@ -41,6 +41,14 @@ def test_tcp_echo_model_holds(tmp_path):
     assert ldfi_resources() <= before  # nothing of this run is left
 
 
+def test_relative_store_gives_absolute_workdir(tmp_path):
+    """Commands run in the scenario's directory: {workdir} must not be relative."""
+    done = ldfi("run", str(MODELS / "echo" / "scenario.toml"), "--no-faults",
+                "--store", "rel-store", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list((tmp_path / "rel-store" / "runs").glob("*/work/result"))
+
+
 def test_udp_model_holds(tmp_path):
     done, result = run(MODELS / "udp-ping" / "scenario.toml", tmp_path)
     assert done.returncode == 0, done.stderr

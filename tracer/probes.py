@@ -563,7 +563,8 @@ def probe_send_signal(kit: _Kit) -> tuple[bool, str]:
 # ---------------------------------------------------------------- network
 
 
-_ADDR_A, _ADDR_B, _PREFIX = "10.254.0.1", "10.254.0.2", 30
+# The last /24 of the sandbox range (198.18.0.0/15), kept out of the run slots.
+_ADDR_A, _ADDR_B, _PREFIX = "198.19.255.1", "198.19.255.2", 30
 _VETH_A, _VETH_B = "ldfi-doc-a", "ldfi-doc-b"
 
 

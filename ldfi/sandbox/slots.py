@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SLOT_DIR = Path("/run/ldfi/slots")
-MAX_SLOTS = 512  # 198.18.0.0/15 holds 512 /24 subnets
+# 198.18.0.0/15 holds 512 /24 subnets; the last one is kept for the
+# doctor and benchmarks, which build namespaces outside any run.
+MAX_SLOTS = 511
 PREFIX = "ldfi-"
 _SLOT_NAME = re.compile(r"^ldfi-(\d+)(?:-|$)")
 
