@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -44,6 +45,45 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.predicate_ok else EXIT_BUG
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from ldfi.errors import EXIT_INCONCLUSIVE, EXIT_OK, require_root
+    from ldfi.scenario import load_scenario
+    from ldfi.summary import print_run, print_trace
+    from ldfi.traced_run import traced_run
+    from tracer.program import TraceProgram, TracerUnavailable
+
+    scenario = load_scenario(args.scenario)
+    if not 0 <= args.payload <= 4096:
+        raise UserError(f"--payload {args.payload}: must be 0 (off) to 4096 bytes")
+    require_root("trace")
+    try:
+        program = TraceProgram(payload_bytes=args.payload)
+    except TracerUnavailable as err:
+        raise UserError(str(err), EXIT_INCONCLUSIVE) from None
+    run = traced_run(scenario, Path(args.store), program)
+    print_run(run.result)
+    print_trace(run.trace, run.trace_path)
+    if args.output:
+        shutil.copyfile(run.trace_path, args.output)
+        print(f"trace written to {args.output}")
+    if run.result.status == "error" or not run.trace.complete:
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ldfi.trace.wire import read_trace, trace_to_json
+
+    try:
+        trace = read_trace(args.trace)
+    except FileNotFoundError:
+        raise UserError(f"{args.trace}: no such file; give a trace from 'ldfi trace'") from None
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise UserError(f"{args.trace}: not a bop-bpf trace ({err})") from None
+    print(json.dumps(trace_to_json(trace), indent=2))
+    return 0
+
+
 def _gc(args: argparse.Namespace) -> int:
     from ldfi.errors import require_root
     from ldfi.sandbox import gc
@@ -77,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", default="ldfi-store", help="where run directories go")
     run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     run.set_defaults(handler=_run)
+
+    trace = sub.add_parser("trace", help="run a scenario once under the eBPF tracer")
+    trace.add_argument("scenario", help="path to the scenario TOML file")
+    trace.add_argument("-o", "--output", metavar="FILE", help="copy the trace (protobuf) here")
+    trace.add_argument("--payload", type=int, default=64, metavar="N",
+                       help="bytes of each message's payload to record (0: none; default 64)")
+    trace.add_argument("--store", default="ldfi-store", help="where run directories go")
+    trace.set_defaults(handler=_trace)
+
+    export = sub.add_parser("export", help="print a trace file for people and tools")
+    export.add_argument("trace", help="a trace written by 'ldfi trace'")
+    export.add_argument("--format", choices=["json"], default="json")
+    export.set_defaults(handler=_export)
 
     gc = sub.add_parser(
         "gc", help="remove namespaces, cgroups and processes left behind by a killed engine"

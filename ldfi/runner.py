@@ -28,7 +28,8 @@ class RunObserver(Protocol):
     def workload_started(self, sandbox: Sandbox) -> None: ...
 
     def run_finished(self, sandbox: Sandbox, result: RunResult) -> None:
-        """Everything has run; processes are still being torn down after this."""
+        """The run is over (or aborted: result.error says why); called on every
+        path, before the processes are torn down."""
 
 
 @dataclass
@@ -102,6 +103,7 @@ def run_once(
     started = time.monotonic()
     deadline = started + scenario.timeout
     sandbox = Sandbox([n.name for n in scenario.nodes], run_dir)
+    watching: list[RunObserver] = []  # observers whose sandbox_ready succeeded
     try:
         sandbox.open()
         result.sandbox_setup = time.monotonic() - started
@@ -109,19 +111,29 @@ def run_once(
         result.subnet = str(sandbox.network.subnet)
         for obs in observers:
             obs.sandbox_ready(sandbox)
+            watching.append(obs)
         _run_steps(scenario, sandbox, result, deadline, observers)
-        for obs in observers:
-            obs.run_finished(sandbox, result)
     except RunAborted as err:
         result.error = str(err)
     finally:
+        try:
+            for obs in watching:
+                obs.run_finished(sandbox, result)
+        finally:
+            _finish(sandbox, result, started, run_dir)
+    return result
+
+
+def _finish(sandbox: Sandbox, result: RunResult, started: float, run_dir: Path) -> None:
+    """Tear down and write result.json, whatever happened before."""
+    try:
         closing = time.monotonic()
         _record_exits(sandbox, result)
         sandbox.close()
         result.teardown = time.monotonic() - closing
+    finally:
         result.wall = time.monotonic() - started
         (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    return result
 
 
 def _values(scenario: Scenario, sandbox: Sandbox, run_dir: Path, node: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ldfi.runner import RunResult, StepReport
+from ldfi.trace import Trace
 
 
 def _step_line(name: str, step: StepReport | None) -> str:
@@ -42,3 +43,14 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
                       f"{result.check.exit_code if result.check else '-'}"
                       f"{' (timed out)' if result.check and result.check.timed_out else ''}"
                       f"; see {result.run_dir}/logs/check.err", soft_wrap=True)
+
+
+def print_trace(trace: Trace, path: object, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    delivered = sum(1 for m in trace.messages if m.delivered)
+    console.print(f"trace: {len(trace.events)} events, {len(trace.messages)} messages "
+                  f"({delivered} delivered), {len(trace.edges)} happens-before edges -> {path}",
+                  soft_wrap=True)
+    if not trace.complete:
+        console.print(f"[bold yellow]INCOMPLETE TRACE[/]: the kernel lost {trace.lost_events} "
+                      "events (ring buffer full); messages may be missing")

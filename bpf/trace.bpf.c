@@ -1,0 +1,778 @@
+/* bop-bpf prototype tracer: socket system calls, process events and TCP
+ * state changes of the tasks in selected cgroup v2 cgroups.
+ *
+ * Compiled by bcc. Kernel-internal structs are NEVER accessed through the
+ * (6.1) headers bcc compiles with: every field is read with an explicit
+ * bpf_probe_read_kernel() at an offset taken from the running kernel's BTF
+ * (btf_offsets.py) and passed as -DOFF_...=N. Do not write `task->files`
+ * etc.: bcc would silently rewrite it with the wrong (header) layout.
+ *
+ * Other compile-time parameters: PAYLOAD_N, RINGBUF_PAGES, SELF_TGID,
+ * ANCESTOR_LEVEL (0 = exact cgroup match only), MMSG_MAX, DROP_EAGAIN,
+ * WAKEUP_FLAGS (0, or BPF_RB_NO_WAKEUP = 1 for a polling consumer).
+ */
+#include <uapi/linux/ptrace.h>
+#include "trace.h"
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 2048           /* 8 MiB */
+#endif
+#ifndef MMSG_MAX
+#define MMSG_MAX 8
+#endif
+#ifndef ANCESTOR_LEVEL
+#define ANCESTOR_LEVEL 0
+#endif
+#ifndef DROP_EAGAIN
+#define DROP_EAGAIN 0
+#endif
+#ifndef WAKEUP_FLAGS
+#define WAKEUP_FLAGS 0
+#endif
+
+#define L_AF_INET 2
+#define L_AF_INET6 10
+#define L_IPPROTO_TCP 6
+#define L_IPPROTO_UDP 17
+#define L_SOCK_STREAM 1
+#define L_S_IFMT 0170000
+#define L_S_IFSOCK 0140000
+#define L_TCP_CLOSE 7
+#define L_EAGAIN 11
+
+_Static_assert(sizeof(struct ev_sock) == ((EV_SOCK_SIZE_BASE + PAYLOAD_N + 7) & ~7), "ev_sock layout");
+_Static_assert(sizeof(struct ev_proc) == EV_PROC_SIZE, "ev_proc layout");
+_Static_assert(sizeof(struct ev_tcpstate) == EV_TCPSTATE_SIZE, "ev_tcpstate layout");
+
+/* entry arguments, kept per thread from sys_enter to sys_exit */
+struct stash {
+    u64 ts;
+    u64 sk;
+    u64 buf;        /* buf / iovec array / user_msghdr / mmsghdr array */
+    u64 addr;       /* recvfrom: user sockaddr the kernel fills */
+    u64 count;
+    s32 fd;
+    u16 sys;
+    u16 cap;        /* payload bytes captured at entry (sends) */
+    u32 msg_flags;
+    u16 sa_len;     /* bytes of sa[] valid (connect/sendto/sendmsg, read at entry) */
+    u8  payload_err;
+    u8  _pad;
+    u8  sa[32];     /* sockaddr_in6 is 28 bytes */
+    u8  data[PAYLOAD_N];
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(cgroups, u64, u32, 1024);            /* traced cgroup v2 ids */
+BPF_HASH(stash, u32, struct stash, 16384);    /* tid -> entry args */
+BPF_PERCPU_ARRAY(scratch, struct stash, 1);   /* build area (the stack is 512 B) */
+BPF_PERCPU_ARRAY(counters, u64, CNT_N);
+BPF_TABLE("lru_hash", u64, u64, known_socks, 65536); /* TCP sock* -> cgroup, for softirq state changes */
+BPF_HASH(listen_ports, u64, u64, 4096);       /* netns<<16 | port -> cgroup */
+
+static __always_inline void cnt_inc(u32 idx)
+{
+    u64 *c = counters.lookup(&idx);
+    if (c)
+        (*c)++;
+}
+
+/* Is the current task in a traced cgroup? */
+static __always_inline int traced(u64 *cg)
+{
+    u64 id = bpf_get_current_cgroup_id();
+    if (!cgroups.lookup(&id)) {
+#if ANCESTOR_LEVEL > 0
+        u64 anc = bpf_get_current_ancestor_cgroup_id(ANCESTOR_LEVEL);
+        if (!cgroups.lookup(&anc))
+            return 0;
+#else
+        return 0;
+#endif
+    }
+    if ((bpf_get_current_pid_tgid() >> 32) == SELF_TGID)
+        return 0;
+    *cg = id;
+    return 1;
+}
+
+static __always_inline u64 rd64(u64 addr)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+/* fd -> struct sock *, or 0 if fd is not an AF_INET/AF_INET6 TCP/UDP socket.
+ * task->files->fdt->fd[fd] (struct file *) ->f_inode->i_mode must be
+ * S_IFSOCK; then file->private_data is the struct socket, ->sk the sock. */
+static __always_inline u64 fd_to_sk(u64 fd)
+{
+    u64 task = bpf_get_current_task();
+    u64 files = rd64(task + OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    u64 fdt = rd64(files + OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    u32 max_fds = 0;
+    bpf_probe_read_kernel(&max_fds, 4, (void *)(fdt + OFF_FDT_MAX_FDS));
+    if (fd >= max_fds)
+        return 0;
+    u64 fdarr = rd64(fdt + OFF_FDT_FD);
+    u64 file = rd64(fdarr + fd * 8);
+    if (!file)
+        return 0;
+    u64 inode = rd64(file + OFF_FILE_INODE);
+    u16 mode = 0;
+    bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE));
+    if ((mode & L_S_IFMT) != L_S_IFSOCK)
+        return 0;
+    u64 sock = rd64(file + OFF_FILE_PRIVATE);
+    u64 sk = rd64(sock + OFF_SOCKET_SK);
+    if (!sk)
+        return 0;
+    u16 fam = 0;
+    bpf_probe_read_kernel(&fam, 2, (void *)(sk + OFF_SK_FAMILY));
+    if (fam != L_AF_INET && fam != L_AF_INET6)
+        return 0;
+    u16 proto = 0;
+    bpf_probe_read_kernel(&proto, 2, (void *)(sk + OFF_SK_PROTOCOL));
+    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+        return 0;
+    return sk;
+}
+
+static __always_inline u32 sk_netns(u64 sk)
+{
+    u64 net = rd64(sk + OFF_SK_NET);
+    u32 inum = 0;
+    if (net)
+        bpf_probe_read_kernel(&inum, 4, (void *)(net + OFF_NET_INUM));
+    return inum;
+}
+
+static __always_inline void fill_hdr(struct ev_hdr *h, u32 kind, u64 cg)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    h->ts = bpf_ktime_get_ns();
+    h->kind = kind;
+    h->pid = pt >> 32;
+    h->tid = (u32)pt;
+    h->netns = 0;
+    h->cgroup = cg;
+    bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* endpoints, family, protocol, state, netns, TCP sequence numbers */
+static __always_inline void fill_sock(struct ev_sock *e, u64 sk)
+{
+    u8 skc[SKC_SPAN];
+    e->sk = sk;
+    e->family = 0; e->proto = 0; e->sotype = 0; e->lport = 0; e->rport = 0;
+    e->rfamily = 0; e->state = 0; e->seq_w = 0; e->seq_r = 0;
+    __builtin_memset(e->laddr, 0, 16);
+    __builtin_memset(e->raddr, 0, 16);
+    if (!sk)
+        return;
+    if (bpf_probe_read_kernel(skc, sizeof(skc), (void *)sk) != 0)
+        return;
+    u16 fam = *(u16 *)(skc + OFF_SK_FAMILY);
+    e->family = fam;
+    e->rfamily = fam;
+    e->state = *(u8 *)(skc + OFF_SK_STATE);
+    e->lport = *(u16 *)(skc + OFF_SK_NUM);                 /* host order */
+    if (!e->lport) {
+        /* a TCP sock that reached CLOSE is unhashed: inet_put_port() zeroes
+         * skc_num, but inet_sock.inet_sport (network order) keeps the port */
+        u16 sport = 0;
+        bpf_probe_read_kernel(&sport, 2, (void *)(sk + OFF_INET_SPORT));
+        e->lport = __builtin_bswap16(sport);
+    }
+    e->rport = __builtin_bswap16(*(u16 *)(skc + OFF_SK_DPORT)); /* network order */
+    if (fam == L_AF_INET6) {
+        __builtin_memcpy(e->laddr, skc + OFF_SK_V6_RCV_SADDR, 16);
+        __builtin_memcpy(e->raddr, skc + OFF_SK_V6_DADDR, 16);
+    } else {
+        __builtin_memcpy(e->laddr, skc + OFF_SK_RCV_SADDR, 4);
+        __builtin_memcpy(e->raddr, skc + OFF_SK_DADDR, 4);
+    }
+    e->h.netns = sk_netns(sk);
+    u16 pt[2] = {};
+    bpf_probe_read_kernel(pt, 4, (void *)(sk + OFF_SK_PROTOCOL)); /* sk_protocol, sk_type */
+    e->proto = pt[0];
+    e->sotype = pt[1];
+    if (pt[0] == L_IPPROTO_TCP) {
+        bpf_probe_read_kernel(&e->seq_w, 4, (void *)(sk + OFF_TCP_WRITE_SEQ));
+        bpf_probe_read_kernel(&e->seq_r, 4, (void *)(sk + OFF_TCP_COPIED_SEQ));
+        e->flags |= F_SEQ;
+    }
+}
+
+/* sockaddr bytes (sa_family first) -> remote endpoint */
+static __always_inline void sa_to_remote(struct ev_sock *e, u8 *sa)
+{
+    u16 fam = *(u16 *)sa;
+    if (fam == L_AF_INET) {
+        e->rfamily = fam;
+        e->rport = __builtin_bswap16(*(u16 *)(sa + 2));
+        __builtin_memset(e->raddr, 0, 16);
+        __builtin_memcpy(e->raddr, sa + 4, 4);
+        e->flags |= F_RADDR_ARG;
+    } else if (fam == L_AF_INET6) {
+        e->rfamily = fam;
+        e->rport = __builtin_bswap16(*(u16 *)(sa + 2));
+        __builtin_memcpy(e->raddr, sa + 8, 16);
+        e->flags |= F_RADDR_ARG;
+    }
+}
+
+/* read a user sockaddr (family first, then as much as that family needs) */
+static __always_inline int read_user_sa(u8 *sa, u64 uaddr, u64 maxlen)
+{
+    if (!uaddr || maxlen < 2)
+        return 0;
+    __builtin_memset(sa, 0, 32);
+    if (bpf_probe_read_user(sa, 2, (void *)uaddr) != 0)
+        return 0;
+    u16 fam = *(u16 *)sa;
+    if (fam == L_AF_INET && maxlen >= 16) {
+        bpf_probe_read_user(sa, 16, (void *)uaddr);
+        return 16;
+    }
+    if (fam == L_AF_INET6 && maxlen >= 24) {
+        bpf_probe_read_user(sa, 24, (void *)uaddr);
+        return 24;
+    }
+    return 0;
+}
+
+/* copy min(len, PAYLOAD_N) user bytes; returns bytes copied, sets *err */
+static __always_inline u32 read_payload(u8 *dst, u64 src, u64 len, u8 *err)
+{
+#if PAYLOAD_N > 0
+    if ((s64)len <= 0 || !src)
+        return 0;
+    if (len > PAYLOAD_N)
+        len = PAYLOAD_N;
+    if (bpf_probe_read_user(dst, len, (void *)src) != 0) {
+        *err = 1;
+        return 0;
+    }
+    return len;
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------ entry */
+
+#define MODE_NONE    0
+#define MODE_BUF     1  /* payload = buf[0..count) (write, sendto) */
+#define MODE_IOV     2  /* payload = first iovec of buf (writev) */
+#define MODE_MSG     3  /* buf is a user_msghdr: first iovec + msg_name (sendmsg) */
+
+static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
+                                 u64 addrlen, u32 msg_flags, int mode)
+{
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    u64 sk = 0;
+    if (sys != SYS_SOCKET) {
+        if (fd < 0)
+            return 0;
+        sk = fd_to_sk(fd);
+        if (!sk)
+            return 0;
+    }
+    u32 zero = 0;
+    struct stash *st = scratch.lookup(&zero);
+    if (!st)
+        return 0;
+    st->ts = bpf_ktime_get_ns();
+    st->sk = sk;
+    st->buf = buf;
+    st->addr = uaddr;
+    st->count = count;
+    st->fd = fd;
+    st->sys = sys;
+    st->cap = 0;
+    st->msg_flags = msg_flags;
+    st->sa_len = 0;
+    st->payload_err = 0;
+    if (mode == MODE_BUF) {
+        st->cap = read_payload(st->data, buf, count, &st->payload_err);
+        if (uaddr)  /* sendto's destination: user memory, read at entry */
+            st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
+    } else if (mode == MODE_IOV) {
+        u64 iov[2] = {};
+        if (count > 0 && bpf_probe_read_user(iov, 16, (void *)buf) == 0)
+            st->cap = read_payload(st->data, iov[0], iov[1], &st->payload_err);
+    } else if (mode == MODE_MSG) {
+        u64 mh[4] = {};  /* msg_name, msg_namelen, msg_iov, msg_iovlen */
+        if (bpf_probe_read_user(mh, 32, (void *)buf) == 0) {
+            u64 iov[2] = {};
+            if (mh[3] > 0 && bpf_probe_read_user(iov, 16, (void *)mh[2]) == 0)
+                st->cap = read_payload(st->data, iov[0], iov[1], &st->payload_err);
+            st->count = mh[3];
+            if (mh[0])
+                st->sa_len = read_user_sa(st->sa, mh[0], (u32)mh[1]);
+        }
+    } else if (uaddr && sys == SYS_CONNECT) {
+        st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
+    }
+    if (st->payload_err)
+        cnt_inc(CNT_PAYLOAD_ERR);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    if (stash.update(&tid, st) != 0)
+        cnt_inc(CNT_LOST_STASH);
+    return 0;
+}
+
+/* ------------------------------------------------------------------- exit */
+
+static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64 ret, u64 cg)
+{
+    fill_hdr(&e->h, EV_SOCK, cg);
+    e->ts_enter = st->ts;
+    e->ret = ret;
+    e->count = st->count;
+    e->fd = st->fd;
+    e->sys = st->sys;
+    e->flags = 0;
+    e->msg_flags = st->msg_flags;
+    e->msg_idx = 0;
+    e->cap = 0;
+}
+
+/* one message of sendmmsg/recvmmsg: struct mmsghdr { struct user_msghdr
+ * msg_hdr (56 B); u32 msg_len; } = 64 B. msg_len is filled by the kernel
+ * for both directions. */
+static __always_inline int emit_mmsg_one(struct stash *st, s64 ret, u64 cg, const u32 i)
+{
+    u64 m[8] = {};
+    if (bpf_probe_read_user(m, 64, (void *)(st->buf + i * 64)) != 0)
+        return -1;
+    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    fill_common(e, st, (u32)m[7], cg);
+    e->count = ret;
+    e->msg_idx = i;
+    fill_sock(e, st->sk);
+    e->flags |= F_MMSG;
+    u8 err = 0;
+    u64 iov[2] = {};
+    if (m[3] > 0 && bpf_probe_read_user(iov, 16, (void *)m[2]) == 0) {
+        u64 n = (u32)m[7];
+        if (iov[1] < n)
+            n = iov[1];
+        /* sendmmsg: payload read at exit (the buffer is the caller's, unchanged) */
+        e->cap = read_payload(e->data, iov[0], n, &err);
+    }
+    if (err) {
+        e->flags |= F_PAYLOAD_ERR;
+        cnt_inc(CNT_PAYLOAD_ERR);
+    }
+    if (m[0] && e->proto == L_IPPROTO_UDP) {
+        u8 sa[32];
+        if (read_user_sa(sa, m[0], (u32)m[1]))
+            sa_to_remote(e, sa);
+    }
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}
+
+/* Unrolled by hand: as a loop, clang turns the bound into an equality test
+ * against min(ret, MMSG_MAX)*64 and the verifier cannot bound it ("The
+ * sequence of 8193 jumps is too complex"); #pragma unroll did not help. */
+#define MMSG_STEP(i) if (ret > i && MMSG_MAX > i && emit_mmsg_one(st, ret, cg, i) < 0) return;
+static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg)
+{
+    MMSG_STEP(0) MMSG_STEP(1) MMSG_STEP(2) MMSG_STEP(3)
+    MMSG_STEP(4) MMSG_STEP(5) MMSG_STEP(6) MMSG_STEP(7)
+}
+
+/* `sys` is a constant at every call site: clang drops the branches of the
+ * other system calls, so each exit program only holds its own path (one
+ * generic program with the mmsg loop inlined made the verifier give up:
+ * "The sequence of 8193 jumps is too complex"). */
+static __always_inline int do_exit_ev(s64 ret, const u16 sys)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct stash *st = stash.lookup(&tid);
+    if (!st)
+        return 0;
+    u64 cg = bpf_get_current_cgroup_id();
+    if (st->sys != sys)
+        goto out;  /* stale entry (tracer attached mid-syscall) */
+#if DROP_EAGAIN
+    if (ret == -L_EAGAIN)
+        goto out;
+#endif
+    if (sys == SYS_SENDMMSG || sys == SYS_RECVMMSG) {
+        if (ret > 0) {
+            emit_mmsg(st, ret, cg);
+            goto out;
+        }
+    }
+    u64 sk = st->sk;
+    if ((sys == SYS_ACCEPT || sys == SYS_ACCEPT4 || sys == SYS_SOCKET) && ret >= 0) {
+        sk = fd_to_sk(ret);  /* the new fd is only known at exit */
+        if (!sk && sys == SYS_SOCKET)
+            goto out;        /* not a TCP/UDP socket (raw, icmp, ...) */
+    }
+    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        goto out;
+    }
+    fill_common(e, st, ret, cg);
+    fill_sock(e, sk);
+    if (sys == SYS_SOCKET && ret < 0) {
+        e->family = st->buf;  /* socket(family, type, protocol) that failed */
+    }
+    if (st->payload_err)
+        e->flags |= F_PAYLOAD_ERR;
+
+    u8 err = 0;
+    if (sys == SYS_WRITE || sys == SYS_SENDTO || sys == SYS_WRITEV || sys == SYS_SENDMSG) {
+#if PAYLOAD_N > 0
+        u32 cap = st->cap;
+        if (ret >= 0 && cap > ret)
+            cap = ret;          /* only what was actually sent */
+        if (ret < 0)
+            cap = 0;
+        if (cap > PAYLOAD_N)
+            cap = PAYLOAD_N;
+        bpf_probe_read_kernel(e->data, PAYLOAD_N, st->data);
+        e->cap = cap;
+#endif
+        if (st->sa_len && e->proto == L_IPPROTO_UDP)
+            sa_to_remote(e, st->sa);
+    } else if (ret > 0 && (sys == SYS_READ || sys == SYS_RECVFROM)) {
+        e->cap = read_payload(e->data, st->buf, ret, &err);
+        if (sys == SYS_RECVFROM && st->addr && e->proto == L_IPPROTO_UDP) {
+            u8 sa[32];
+            if (read_user_sa(sa, st->addr, 28))
+                sa_to_remote(e, sa);
+        }
+    } else if (ret > 0 && sys == SYS_READV) {
+        u64 iov[2] = {};
+        if (bpf_probe_read_user(iov, 16, (void *)st->buf) == 0) {
+            u64 n = ret < iov[1] ? ret : iov[1];
+            e->cap = read_payload(e->data, iov[0], n, &err);
+        }
+    } else if (ret >= 0 && sys == SYS_RECVMSG) {
+        u64 mh[4] = {};
+        if (bpf_probe_read_user(mh, 32, (void *)st->buf) == 0) {
+            u64 iov[2] = {};
+            e->count = mh[3];
+            if (ret > 0 && mh[3] > 0 && bpf_probe_read_user(iov, 16, (void *)mh[2]) == 0) {
+                u64 n = ret < iov[1] ? ret : iov[1];
+                e->cap = read_payload(e->data, iov[0], n, &err);
+            }
+            if (mh[0] && e->proto == L_IPPROTO_UDP) {
+                u8 sa[32];
+                if (read_user_sa(sa, mh[0], (u32)mh[1]))
+                    sa_to_remote(e, sa);
+            }
+        }
+    } else if (sys == SYS_CONNECT) {
+        /* refused/unreachable or in progress without a peer yet: keep the
+         * address the program asked for */
+        if (e->rport == 0 && st->sa_len)
+            sa_to_remote(e, st->sa);
+        if (e->proto == L_IPPROTO_TCP && sk)
+            known_socks.update(&sk, &cg);
+    } else if ((sys == SYS_ACCEPT || sys == SYS_ACCEPT4 || sys == SYS_SOCKET) && ret >= 0 && sk
+               && e->proto == L_IPPROTO_TCP) {
+        known_socks.update(&sk, &cg);  /* owner of this sock, for softirq state changes */
+    } else if (sys == SYS_LISTEN && ret == 0 && e->proto == L_IPPROTO_TCP) {
+        u64 key = ((u64)e->h.netns << 16) | e->lport;
+        listen_ports.update(&key, &cg);
+    }
+    if (err) {
+        e->flags |= F_PAYLOAD_ERR;
+        cnt_inc(CNT_PAYLOAD_ERR);
+    }
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+out:
+    stash.delete(&tid);
+    return 0;
+}
+
+/* ------------------------------------------------------ syscall tracepoints */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
+    if (args->family != L_AF_INET && args->family != L_AF_INET6)
+        return 0;
+    return enter(SYS_SOCKET, -1, args->family, args->type, 0, 0, args->protocol, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return do_exit_ev(args->ret, SYS_SOCKET); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
+    return enter(SYS_BIND, args->fd, 0, 0, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_bind) { return do_exit_ev(args->ret, SYS_BIND); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_listen) {
+    return enter(SYS_LISTEN, args->fd, 0, args->backlog, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_listen) { return do_exit_ev(args->ret, SYS_LISTEN); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    return enter(SYS_CONNECT, args->fd, 0, 0, (u64)args->uservaddr, args->addrlen, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return do_exit_ev(args->ret, SYS_CONNECT); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) {
+    return enter(SYS_ACCEPT, args->fd, 0, 0, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return do_exit_ev(args->ret, SYS_ACCEPT); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) {
+    return enter(SYS_ACCEPT4, args->fd, 0, 0, 0, 0, args->flags, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return do_exit_ev(args->ret, SYS_ACCEPT4); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) {
+    return enter(SYS_READ, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return do_exit_ev(args->ret, SYS_READ); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) {
+    return enter(SYS_WRITE, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return do_exit_ev(args->ret, SYS_WRITE); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
+    return enter(SYS_READV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return do_exit_ev(args->ret, SYS_READV); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
+    return enter(SYS_WRITEV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_IOV);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return do_exit_ev(args->ret, SYS_WRITEV); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
+    return enter(SYS_SENDTO, args->fd, (u64)args->buff, args->len, (u64)args->addr,
+                 args->addr_len, args->flags, MODE_BUF);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return do_exit_ev(args->ret, SYS_SENDTO); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
+    return enter(SYS_SENDMSG, args->fd, (u64)args->msg, 0, 0, 0, args->flags, MODE_MSG);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return do_exit_ev(args->ret, SYS_SENDMSG); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
+    return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
+    return enter(SYS_RECVFROM, args->fd, (u64)args->ubuf, args->size, (u64)args->addr, 0,
+                 args->flags, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return do_exit_ev(args->ret, SYS_RECVFROM); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
+    return enter(SYS_RECVMSG, args->fd, (u64)args->msg, 0, 0, 0, args->flags, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return do_exit_ev(args->ret, SYS_RECVMSG); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) {
+    return enter(SYS_RECVMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return do_exit_ev(args->ret, SYS_RECVMMSG); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_shutdown) {
+    return enter(SYS_SHUTDOWN, args->fd, 0, args->how, 0, 0, 0, MODE_NONE);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) { return do_exit_ev(args->ret, SYS_SHUTDOWN); }
+
+/* close: emitted at entry, while the fd and the sock still exist (after a
+ * last close a UDP/TCP sock may be freed before sys_exit). */
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    u64 sk = fd_to_sk(args->fd);
+    if (!sk)
+        return 0;
+    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    fill_hdr(&e->h, EV_SOCK, cg);
+    e->ts_enter = e->h.ts;
+    e->ret = 0;
+    e->count = 0;
+    e->fd = args->fd;
+    e->sys = SYS_CLOSE;
+    e->flags = F_AT_ENTRY;
+    e->msg_flags = 0;
+    e->msg_idx = 0;
+    e->cap = 0;
+    fill_sock(e, sk);
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}
+
+/* ------------------------------------------------------- process events */
+
+RAW_TRACEPOINT_PROBE(sched_process_fork) {
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    u64 parent = ctx->args[0], child = ctx->args[1];
+    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    fill_hdr(&e->h, EV_FORK, cg);
+    u32 ptgid = 0, cpid = 0, ctgid = 0;
+    bpf_probe_read_kernel(&ptgid, 4, (void *)(parent + OFF_TASK_TGID));
+    bpf_probe_read_kernel(&cpid, 4, (void *)(child + OFF_TASK_PID));
+    bpf_probe_read_kernel(&ctgid, 4, (void *)(child + OFF_TASK_TGID));
+    e->ppid = ptgid;
+    e->child_pid = ctgid;
+    e->child_tid = cpid;
+    e->exit_code = 0;
+    e->flags = ctgid == ptgid;  /* CLONE_THREAD */
+    e->_pad = 0;
+    e->filename[0] = 0;
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    fill_hdr(&e->h, EV_EXEC, cg);
+    e->ppid = args->old_pid;
+    e->child_pid = 0;
+    e->child_tid = 0;
+    e->exit_code = 0;
+    e->flags = 0;
+    e->_pad = 0;
+    u32 off = args->data_loc_filename & 0xFFFF;
+    bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (char *)args + off);
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    fill_hdr(&e->h, EV_EXIT, cg);
+    s32 code = 0;
+    bpf_probe_read_kernel(&code, 4, (void *)(bpf_get_current_task() + OFF_TASK_EXIT_CODE));
+    e->ppid = 0;
+    e->child_pid = 0;
+    e->child_tid = 0;
+    e->exit_code = code;
+    e->flags = args->group_dead;
+    e->_pad = 0;
+    e->filename[0] = 0;
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}
+
+/* -------------------------------------------------- TCP state changes */
+/* Often runs in softirq (SYN/SYN-ACK/FIN receipt). On loopback the softirq
+ * runs in the context of the task that SENT the packet, which may be another
+ * traced node: the current task's cgroup must not be trusted there, and a
+ * tracepoint program cannot tell softirq from process context (the common_
+ * fields of the record are not readable: direct access below offset 8 is
+ * refused and bpf_probe_read of them returns garbage on the perf path). So
+ * the owner of a sock is decided by (1) known_socks (filled at socket()/
+ * accept()/connect() exit by traced tasks), then (2) listen_ports (server-
+ * side child socks, which exist before accept() returns them), and only
+ * then (3) the current task's cgroup (socks older than the tracer). */
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != L_IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    u64 cg = 0;
+    u8 owner_by;
+    u32 netns = sk_netns(sk);
+    u64 *kcg = known_socks.lookup(&sk);
+    if (kcg) {
+        cg = *kcg;
+        owner_by = OWNER_KNOWN_SOCK;
+    } else {
+        u64 key = ((u64)netns << 16) | args->sport;
+        u64 *lcg = listen_ports.lookup(&key);
+        if (lcg) {
+            cg = *lcg;
+            owner_by = OWNER_LISTEN;
+        } else if (traced(&cg)) {
+            owner_by = OWNER_CURRENT;
+        } else {
+            return 0;
+        }
+        if (args->newstate != L_TCP_CLOSE)
+            known_socks.update(&sk, &cg);
+    }
+    struct ev_tcpstate *e = events.ringbuf_reserve(sizeof(struct ev_tcpstate));
+    if (!e) {
+        cnt_inc(CNT_LOST_RINGBUF);
+        return 0;
+    }
+    e->h.ts = bpf_ktime_get_ns();
+    e->h.kind = EV_TCPSTATE;
+    e->h.pid = 0;
+    e->h.tid = 0;
+    e->h.netns = netns;
+    e->h.cgroup = cg;
+    __builtin_memset(e->h.comm, 0, 16);
+    e->sk = sk;
+    e->oldstate = args->oldstate;
+    e->newstate = args->newstate;
+    e->family = args->family;
+    e->proto = args->protocol;
+    e->lport = args->sport;
+    e->rport = args->dport;
+    if (args->family == L_AF_INET6) {
+        __builtin_memcpy(e->laddr, args->saddr_v6, 16);
+        __builtin_memcpy(e->raddr, args->daddr_v6, 16);
+    } else {
+        __builtin_memset(e->laddr, 0, 16);
+        __builtin_memset(e->raddr, 0, 16);
+        __builtin_memcpy(e->laddr, args->saddr, 4);
+        __builtin_memcpy(e->raddr, args->daddr, 4);
+    }
+    e->owner_by = owner_by;
+    __builtin_memset(e->_pad, 0, 7);
+    if (args->newstate == L_TCP_CLOSE)
+        known_socks.delete(&sk);
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    return 0;
+}

@@ -1,0 +1,152 @@
+"""Load bpf/trace.bpf.c once per process and record one run at a time.
+
+Compiling costs about a second, so a TraceProgram is built once and reused:
+each run only puts its cgroup ids into the `cgroups` map (the kernel side
+ignores every task outside them), consumes the ring buffer while the run
+goes on, and takes the ids out again at the end.
+
+    program = TraceProgram(payload_bytes=64)
+    recording = program.record({cgroup_id: "server", ...})
+    ...                                  # the run
+    result = recording.stop()            # events, lost count
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tracer import btf
+from tracer.decode import BPF_DIR, Decoder, H
+from tracer.events import Event
+from tracer.kernel import quiet_stderr
+
+COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err")
+
+
+class TracerUnavailable(RuntimeError):
+    """The tracer cannot load here; the message says why and how to fix it."""
+
+
+@dataclass
+class RecordedRun:
+    events: list[Event]
+    lost_events: int  # records the kernel could not deliver (ring buffer full, stash full)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.lost_events == 0
+
+
+class TraceProgram:
+    def __init__(self, payload_bytes: int = 64, ringbuf_pages: int = 4096) -> None:
+        if not 0 <= payload_bytes <= 4096:
+            raise ValueError("payload_bytes must be between 0 and 4096")
+        if ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages must be a power of two")
+        self.payload_bytes = payload_bytes
+        started = time.perf_counter()
+        self.bpf = _compile(payload_bytes, ringbuf_pages)
+        self.load_seconds = time.perf_counter() - started
+        self._busy = threading.Lock()
+        self.sink: list[bytes] = []  # where the ring buffer's records go now
+        self._open_ring_buffer()
+
+    def _open_ring_buffer(self) -> None:
+        """Once per program: bcc would map the same ring buffer twice otherwise."""
+        string_at = ct.string_at
+
+        def keep(_ctx: object, data: int, size: int) -> int:
+            self.sink.append(string_at(data, size))
+            return 0
+
+        self._callback = keep  # bcc keeps only a weak hold on it
+        self.bpf["events"].open_ring_buffer(keep)
+
+    def counters(self) -> dict[str, int]:
+        table = self.bpf["counters"]
+        return {name: sum(table[ct.c_int(i)]) for i, name in enumerate(COUNTERS)}
+
+    def record(self, nodes: Mapping[int, str]) -> Recording:
+        """Start recording the tasks of these cgroups (id -> node name)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this TraceProgram is already recording a run")
+        return Recording(self, nodes)
+
+    def _release(self) -> None:
+        self._busy.release()
+
+
+def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
+    try:
+        from bcc import BPF
+    except ImportError as err:
+        raise TracerUnavailable(
+            f"bcc is not importable ({err}): run 'make setup' (Debian's python3-bpfcc)"
+        ) from None
+    try:
+        offsets = btf.offsets()
+    except (OSError, KeyError, ValueError) as err:
+        raise TracerUnavailable(
+            f"cannot read kernel struct offsets from {btf.BTF_PATH} ({err}): "
+            "the kernel needs CONFIG_DEBUG_INFO_BTF=y"
+        ) from None
+    cflags = [*btf.cflags(offsets), f"-I{BPF_DIR}", f"-DPAYLOAD_N={payload_bytes}",
+              f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DSELF_TGID={os.getpid()}"]
+    try:
+        with quiet_stderr():
+            return BPF(src_file=str(BPF_DIR / "trace.bpf.c"), cflags=cflags)
+    except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
+        raise TracerUnavailable(
+            f"loading bpf/trace.bpf.c failed ({err}); 'ldfi doctor' shows what is missing"
+        ) from None
+
+
+class Recording:
+    """One run's recording: a consumer thread copies records out of the ring
+    buffer as they come (so it cannot fill up), decoding waits until stop()."""
+
+    def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
+        self.program = program
+        self.nodes = dict(nodes)
+        self._stopping = threading.Event()
+        program.bpf.ring_buffer_consume()  # a previous run's stragglers go nowhere
+        self._records: list[bytes] = []
+        program.sink = self._records
+        self._before = program.counters()
+        scope = program.bpf["cgroups"]
+        for cgroup_id in self.nodes:
+            scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
+        self._thread = threading.Thread(target=self._consume, name="ldfi-trace", daemon=True)
+        self._thread.start()
+
+    def _consume(self) -> None:
+        while not self._stopping.is_set():
+            self.program.bpf.ring_buffer_poll(50)
+
+    def stop(self) -> RecordedRun:
+        """Stop tracing these cgroups, drain what is left, decode, release the program."""
+        scope = self.program.bpf["cgroups"]
+        try:
+            for cgroup_id in self.nodes:
+                scope.pop(ct.c_uint64(cgroup_id), None)
+            self._stopping.set()
+            self._thread.join()
+            self.program.bpf.ring_buffer_consume()
+            after = self.program.counters()
+        finally:
+            self.program.sink = []
+            self.program._release()
+        delta = {name: after[name] - self._before[name] for name in COUNTERS}
+        decoder = Decoder(self.nodes)
+        events = [e for e in map(decoder.decode, self._records) if e is not None]
+        lost = delta["lost_ringbuf"] + delta["lost_stash"]
+        return RecordedRun(events, lost, delta)
+
+
+assert H["CNT_N"] == len(COUNTERS)
