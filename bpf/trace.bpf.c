@@ -395,6 +395,13 @@ static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg)
 {
     MMSG_STEP(0) MMSG_STEP(1) MMSG_STEP(2) MMSG_STEP(3)
     MMSG_STEP(4) MMSG_STEP(5) MMSG_STEP(6) MMSG_STEP(7)
+    if (ret > MMSG_MAX) {
+        /* the rest of the batch is not recorded: say so, the trace is incomplete */
+        u32 idx = CNT_LOST_MMSG;
+        u64 *c = counters.lookup(&idx);
+        if (c)
+            *c += ret - MMSG_MAX;
+    }
 }
 
 /* `sys` is a constant at every call site: clang drops the branches of the

@@ -128,6 +128,7 @@ struct ev_tcpstate {
 #define CNT_LOST_STASH   1 /* per-tid stash map full: syscall not recorded */
 #define CNT_EMITTED      2 /* records submitted */
 #define CNT_PAYLOAD_ERR  3 /* user-memory reads that failed */
-#define CNT_N            4
+#define CNT_LOST_MMSG    4 /* sendmmsg/recvmmsg messages past MMSG_MAX: not recorded */
+#define CNT_N            5
 
 #endif

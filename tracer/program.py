@@ -25,7 +25,7 @@ from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
 from tracer.kernel import quiet_stderr
 
-COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err")
+COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 
 
 class TracerUnavailable(RuntimeError):
@@ -35,7 +35,7 @@ class TracerUnavailable(RuntimeError):
 @dataclass
 class RecordedRun:
     events: list[Event]
-    lost_events: int  # records the kernel could not deliver (ring buffer full, stash full)
+    lost_events: int  # events not recorded: ring buffer full, stash full, mmsg past MMSG_MAX
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -145,7 +145,7 @@ class Recording:
         delta = {name: after[name] - self._before[name] for name in COUNTERS}
         decoder = Decoder(self.nodes)
         events = [e for e in map(decoder.decode, self._records) if e is not None]
-        lost = delta["lost_ringbuf"] + delta["lost_stash"]
+        lost = delta["lost_ringbuf"] + delta["lost_stash"] + delta["lost_mmsg"]
         return RecordedRun(events, lost, delta)
 
 

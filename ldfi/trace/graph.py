@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 
 import networkx as nx
 
-from tracer.events import FORK, Event
+from tracer.events import FORK, TCP_STATE, Event
 
 from .matching import MatchResult
 from .model import Edge, Message, Trace
@@ -32,6 +32,8 @@ def thread_edges(events: list[Event]) -> list[Edge]:
     last: dict[int, int] = {}
     forked: dict[int, int] = {}  # child tid -> fork event seq
     for e in events:
+        if e.kind == TCP_STATE:  # emitted from softirq: it belongs to no thread
+            continue
         if e.tid in forked:
             out.append(Edge(forked.pop(e.tid), e.seq, "fork"))
         elif e.tid in last:

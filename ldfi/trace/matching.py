@@ -402,8 +402,20 @@ def _fifo(sends: list[SendMatch], recvs: list[Event]) -> None:
             q.popleft()
         if q and q[0].event.ts_enter <= r.ts:
             q.popleft().recvs.append(r.seq)
-        elif r.ret == r.count:  # buffer filled: maybe a truncated datagram
-            _truncated(sends, r)
+        elif not _by_prefix(sends, r) and r.ret == r.count:
+            _truncated(sends, r)  # buffer filled: maybe a truncated datagram
+
+
+def _by_prefix(sends: list[SendMatch], r: Event) -> bool:
+    """A vectored send (writev, sendmsg) records the bytes of its first iovec
+    only, so its payload may be a strict prefix of what the receiver read."""
+    for m in sends:
+        e = m.event
+        if (not m.recvs and e.ret == r.ret and e.ts_enter <= r.ts
+                and len(e.payload) < len(r.payload) and r.payload.startswith(e.payload)):
+            m.recvs.append(r.seq)
+            return True
+    return False
 
 
 def _truncated(sends: list[SendMatch], r: Event) -> None:

@@ -1,0 +1,96 @@
+/* A node that is not Python, for the tracer's end-to-end tests: a TCP
+ * server that accepts one connection, read()s one request, write()s
+ * "re:" + request, reads until EOF, then waits to be stopped.
+ *
+ *     gcc -O2 -o cnode cnode.c && ./cnode PORT
+ *
+ * `cnode mmsg HOST PORT WORKDIR` instead sends ten UDP datagrams "m0".."m9"
+ * to HOST:PORT with ONE sendmmsg() call, then creates WORKDIR/ok.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MMSG_N 10
+
+static int send_mmsg(const char *host, int port, const char *workdir)
+{
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (s < 0)
+        return 1;
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof(to));
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    if (inet_pton(AF_INET, host, &to.sin_addr) != 1)
+        return 1;
+    char text[MMSG_N][4];
+    struct iovec iov[MMSG_N];
+    struct mmsghdr msgs[MMSG_N];
+    memset(msgs, 0, sizeof(msgs));
+    for (int i = 0; i < MMSG_N; i++) {
+        snprintf(text[i], sizeof(text[i]), "m%d", i);
+        iov[i].iov_base = text[i];
+        iov[i].iov_len = 2;
+        msgs[i].msg_hdr.msg_name = &to;
+        msgs[i].msg_hdr.msg_namelen = sizeof(to);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    if (sendmmsg(s, msgs, MMSG_N, 0) != MMSG_N)
+        return 1;
+    close(s);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/ok", workdir);
+    FILE *f = fopen(path, "w");
+    return f ? fclose(f) : 1;
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "mmsg") == 0)
+        return send_mmsg(argv[2], atoi(argv[3]), argv[4]);
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        return 2;
+    }
+    int lst = socket(AF_INET, SOCK_STREAM, 0);
+    if (lst < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(lst, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(atoi(argv[1]));
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    if (bind(lst, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        die("bind");
+    if (listen(lst, 16) < 0)
+        die("listen");
+    int conn = accept(lst, NULL, NULL);
+    if (conn < 0)
+        die("accept");
+    char buf[4096 + 3] = "re:";
+    ssize_t n = read(conn, buf + 3, 4096);
+    if (n <= 0)
+        die("read");
+    if (write(conn, buf, n + 3) != n + 3)
+        die("write");
+    while (read(conn, buf, sizeof(buf)) > 0)
+        ;
+    close(conn);
+    for (;;)
+        pause();
+}

@@ -1,0 +1,588 @@
+"""The eBPF tracer end to end: real processes in the real sandbox, traced by
+bpf/trace.bpf.c, turned into a happens-before trace, with the exact messages,
+receives and edges each workload must produce.
+
+The nodes and clients are tests/programs/tnode.py (fixed byte counts, fixed
+read sizes), tests/programs/cnode.c (a C server, built with gcc) and
+Debian's redis-server/redis-cli. One TraceProgram is compiled for the whole
+module; it records one run at a time.
+The last tests pin down tracer bugs found and fixed while writing them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import ldfi
+
+from ldfi.scenario import load_scenario
+from ldfi.trace import Edge, Topology, Trace, build_trace, happens_before
+from ldfi.traced_run import TracedRun, traced_run
+from tracer.events import FORK
+from tracer.kernel import cgroup2_root, cgroup_id
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the tracer and the sandbox need root")
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+TNODE_PY = PROGRAMS / "tnode.py"
+TNODE = f"{sys.executable} -S {TNODE_PY}"  # -S: stdlib only, fast start
+
+
+# -- fixtures and helpers -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def program(ebpf):
+    from tracer.program import TraceProgram
+
+    return TraceProgram(payload_bytes=64)
+
+
+@pytest.fixture(scope="session")
+def cnode(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cnode") / "cnode"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), str(PROGRAMS / "cnode.c")],
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+def scenario_file(directory: Path, name: str, nodes: list[tuple[str, str, str | None]],
+                  workload: str) -> Path:
+    """A scenario TOML: nodes are (name, cmd, ready table or None); the check
+    passes when the workload wrote {workdir}/ok."""
+    lines = [f'name = "{name}"', "[run]", 'timeout = "30s"']
+    for node, cmd, ready in nodes:
+        lines += ["[[node]]", f'name = "{node}"', f"cmd = {json.dumps(cmd)}"]
+        if ready:
+            lines.append(f"ready = {ready}")
+    lines += ["[workload]", f"cmd = {json.dumps(workload)}",
+              "[check]", 'cmd = "test -f {workdir}/ok"']
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "scenario.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def traced(program, directory: Path, name: str, nodes, workload: str) -> TracedRun:
+    """Run a scenario under the tracer; it must succeed with a complete trace."""
+    run = traced_run(load_scenario(scenario_file(directory, name, nodes, workload)),
+                     directory / "store", program)
+    logs = Path(run.result.run_dir) / "logs"
+    detail = {p.name: p.read_text()[-2000:] for p in logs.glob("*") if p.stat().st_size}
+    assert run.result.status == "ok", (run.result.error, detail)
+    assert run.trace.lost_events == 0 and run.trace.complete
+    check_consistent(run.trace)
+    return run
+
+
+def check_consistent(t: Trace) -> None:
+    """What holds for every message of every trace: the send is a send of src,
+    each receive a receive of dst, and the message edges are exactly send ->
+    each receive."""
+    for m in t.messages:
+        send = t.event(m.send_seq)
+        assert send.is_send and send.node == m.src and send.ret == m.size, m
+        for r in m.recv_seqs:
+            assert t.event(r).is_recv and t.event(r).node == m.dst, m
+        assert m.delivered == bool(m.recv_seqs)
+    want = {Edge(m.send_seq, r, "message") for m in t.messages for r in m.recv_seqs}
+    assert {e for e in t.edges if e.kind == "message"} == want
+
+
+def summary(t: Trace) -> dict[str, tuple]:
+    """id -> (size, payload, [(node, syscall, ret) of each receive reached])."""
+    return {str(m.id): (m.size, m.payload,
+                        [(t.event(r).node, t.event(r).syscall, t.event(r).ret) for r in m.recv_seqs])
+            for m in t.messages}
+
+
+def socks(t: Trace, node: str, syscall: str) -> list:
+    return [e for e in t.events if e.node == node and e.syscall == syscall]
+
+
+def reqresp(k: int, request: bytes, server: str = "server", recv: str = "recvfrom",
+            send_back: str = "recvfrom") -> dict[str, tuple]:
+    """The two messages of one request/response on connection k."""
+    reply = b"re:" + request
+    return {
+        f"client->{server}:tcp{k}#0": (len(request), request, [(server, recv, len(request))]),
+        f"{server}->client:tcp{k}#0": (len(reply), reply, [("client", send_back, len(reply))]),
+    }
+
+
+SERVER = [("server", f"{TNODE} serve 7000", "{ tcp = 7000 }")]
+CLIENT = f"{TNODE} client {{server}} 7000 {{workdir}}"
+
+
+@pytest.fixture(scope="module")
+def reqresp_run(program, tmp_path_factory) -> TracedRun:
+    return traced(program, tmp_path_factory.mktemp("reqresp"), "reqresp", SERVER, CLIENT)
+
+
+# -- TCP ------------------------------------------------------------------------
+
+def test_request_response(reqresp_run):
+    t = reqresp_run.trace
+    assert summary(t) == reqresp(0, b"GET key\n")
+    req, rep = t.message("client->server:tcp0#0"), t.message("server->client:tcp0#0")
+    assert (req.byte_start, req.byte_end, rep.byte_start, rep.byte_end) == (0, 8, 0, 11)
+    [conn], [acc] = socks(t, "client", "connect"), socks(t, "server", "accept4")
+    assert conn.ret == 0 and acc.ret > 0 and (acc.raddr, acc.rport) == (conn.laddr, conn.lport)
+    assert conn.raddr == t.topology.addresses["server"] and conn.laddr == t.topology.addresses["client"]
+    assert [e for e in t.edges if e.kind == "connect"] == [Edge(conn.seq, acc.seq, "connect")]
+    # program order: the server answers in the thread that read; the client reads after sending
+    srv_recv, srv_send = t.event(req.recv_seqs[0]), t.event(rep.send_seq)
+    assert srv_recv.tid == srv_send.tid and Edge(srv_recv.seq, srv_send.seq, "program") in t.edges
+    assert Edge(req.send_seq, rep.recv_seqs[0], "program") in t.edges
+    assert happens_before(t, conn.seq, srv_recv.seq)
+    assert happens_before(t, req.send_seq, rep.send_seq)  # through the server's read
+    assert not happens_before(t, rep.send_seq, req.send_seq)
+    assert not happens_before(t, rep.recv_seqs[0], srv_send.seq)
+
+
+def test_one_large_send_read_in_several_reads(program, tmp_path):
+    run = traced(program, tmp_path, "bulk", [("server", f"{TNODE} serve-bulk 7000", "{ tcp = 7000 }")],
+                 f"{TNODE} client-bulk {{server}} 7000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == {
+        "client->server:tcp0#0": (10000, bytes(range(64)), [("server", "recvfrom", 1000)] * 10),
+        "server->client:tcp0#0": (10, b"GOT 10000\n", [("client", "recvfrom", 10)]),
+    }
+    big = t.message("client->server:tcp0#0")
+    assert (big.byte_start, big.byte_end) == (0, 10000)
+    reads = socks(t, "server", "recvfrom")[:10]
+    assert list(big.recv_seqs) == [r.seq for r in reads]
+    assert [r.payload for r in reads] == [(bytes(range(100)) * 100)[i * 1000:i * 1000 + 64] for i in range(10)]
+    assert all(Edge(a.seq, b.seq, "program") in t.edges for a, b in itertools.pairwise(reads))
+
+
+def test_several_sends_read_in_one_read(program, tmp_path):
+    run = traced(program, tmp_path, "coalesce",
+                 [("server", f"{TNODE} serve-coalesce 7000", "{ tcp = 7000 }")],
+                 f"{TNODE} client-coalesce {{server}} 7000 {{workdir}}")
+    t = run.trace
+    [read] = [e for e in socks(t, "server", "recvfrom") if e.ret > 0]
+    assert read.ret == 14 and read.payload == b"one\ntwo\nthree\n"
+    assert summary(t) == {
+        "client->server:tcp0#0": (4, b"one\n", [("server", "recvfrom", 14)]),
+        "client->server:tcp0#1": (4, b"two\n", [("server", "recvfrom", 14)]),
+        "client->server:tcp0#2": (6, b"three\n", [("server", "recvfrom", 14)]),
+        "server->client:tcp0#0": (3, b"14\n", [("client", "recvfrom", 3)]),
+    }
+    sends = [t.message(f"client->server:tcp0#{i}") for i in range(3)]
+    assert [(m.byte_start, m.byte_end) for m in sends] == [(0, 4), (4, 8), (8, 14)]
+    assert all(m.recv_seqs == (read.seq,) for m in sends)
+    assert {e for e in t.edges if e.dst == read.seq and e.kind == "message"} == \
+        {Edge(m.send_seq, read.seq, "message") for m in sends}
+
+
+def test_writev_sendmsg_readv_recvmsg_write_read(program, tmp_path):
+    """writev(2+4 bytes), sendmsg(2+2) read as readv(5) + recvmsg(5): the
+    first send reaches both reads. The payload of a vector send is its FIRST
+    iovec (bpf/trace.bpf.c MODE_IOV/MODE_MSG), of a vector read its first
+    buffer."""
+    run = traced(program, tmp_path, "vector", [("server", f"{TNODE} serve-vector 7000", "{ tcp = 7000 }")],
+                 f"{TNODE} client-vector {{server}} 7000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == {
+        "client->server:tcp0#0": (6, b"ab", [("server", "readv", 5), ("server", "recvmsg", 5)]),
+        "client->server:tcp0#1": (4, b"gh", [("server", "recvmsg", 5)]),
+        "server->client:tcp0#0": (2, b"ok", [("client", "read", 2)]),
+    }
+    m0, m1 = t.message("client->server:tcp0#0"), t.message("client->server:tcp0#1")
+    assert (t.event(m0.send_seq).syscall, t.event(m1.send_seq).syscall) == ("writev", "sendmsg")
+    assert t.event(t.message("server->client:tcp0#0").send_seq).syscall == "write"
+    assert [t.event(r).payload for r in m0.recv_seqs] == [b"abcde", b"fghij"]
+
+
+def test_100_short_connections(program, tmp_path):
+    run = traced(program, tmp_path, "loop", [("server", f"{TNODE} serve 7000 100", "{ tcp = 7000 }")],
+                 f"{TNODE} client-loop {{server}} 7000 100 {{workdir}}")
+    t = run.trace
+    want = {}
+    for k in range(100):
+        want |= reqresp(k, b"req %03d\n" % k)
+    assert summary(t) == want
+    connects, accepts = socks(t, "client", "connect"), socks(t, "server", "accept4")
+    assert len(connects) == len(accepts) == 100
+    assert sorted(e for e in t.edges if e.kind == "connect") == \
+        [Edge(c.seq, a.seq, "connect") for c, a in zip(connects, accepts, strict=True)]
+    assert all(a.rport == c.lport for c, a in zip(connects, accepts, strict=True))
+    for k, (c, a) in enumerate(zip(connects, accepts, strict=True)):  # connection k is the k-th connect
+        req = t.message(f"client->server:tcp{k}#0")
+        assert t.event(req.send_seq).lport == c.lport and t.event(req.recv_seqs[0]).fd == a.ret
+
+
+@pytest.fixture(scope="module")
+def concurrent_runs(program, tmp_path_factory) -> list[TracedRun]:
+    nodes = [("server", f"{TNODE} serve-concurrent 7000", "{ tcp = 7000 }")]
+    workload = f"{TNODE} client-concurrent {{server}} 7000 {{workdir}}"
+    return [traced(program, tmp_path_factory.mktemp(f"concurrent{i}"), "concurrent", nodes, workload)
+            for i in range(2)]
+
+
+CONCURRENT = {  # connections 0, 1, 2 opened in that order, then used as 2, 0, 1, 0, 2
+    "client->server:tcp2#0": (4, b"c2-a", [("server", "recvfrom", 4)]),
+    "server->client:tcp2#0": (7, b"re:c2-a", [("client", "recvfrom", 7)]),
+    "client->server:tcp0#0": (4, b"c0-a", [("server", "recvfrom", 4)]),
+    "server->client:tcp0#0": (7, b"re:c0-a", [("client", "recvfrom", 7)]),
+    "client->server:tcp1#0": (4, b"c1-a", [("server", "recvfrom", 4)]),
+    "server->client:tcp1#0": (7, b"re:c1-a", [("client", "recvfrom", 7)]),
+    "client->server:tcp0#1": (4, b"c0-b", [("server", "recvfrom", 4)]),
+    "server->client:tcp0#1": (7, b"re:c0-b", [("client", "recvfrom", 7)]),
+    "client->server:tcp2#1": (4, b"c2-b", [("server", "recvfrom", 4)]),
+    "server->client:tcp2#1": (7, b"re:c2-b", [("client", "recvfrom", 7)]),
+}
+
+
+def test_concurrent_connections(concurrent_runs):
+    t = concurrent_runs[0].trace
+    assert summary(t) == CONCURRENT
+    assert [str(m.id) for m in t.messages] == list(CONCURRENT)  # in send order
+    connects = socks(t, "client", "connect")
+    ports = [c.lport for c in connects]
+    assert len(set(ports)) == 3
+    for k in range(3):  # every message of tcp<k> travels on the k-th connection's port
+        for m in t.messages:
+            if m.channel == f"tcp{k}":
+                send = t.event(m.send_seq)
+                assert (send.lport if m.src == "client" else send.rport) == ports[k]
+    assert len([e for e in t.edges if e.kind == "connect"]) == 3
+
+
+def test_logical_ids_stable_across_runs(concurrent_runs):
+    a, b = (r.trace for r in concurrent_runs)
+
+    def ids(t: Trace) -> dict[str, tuple]:
+        return {str(m.id): (m.src, m.dst, m.channel, m.ordinal, m.size, m.payload_hash,
+                            m.byte_start, m.byte_end, len(m.recv_seqs)) for m in t.messages}
+
+    assert ids(a) == ids(b) and set(ids(a)) == set(CONCURRENT)
+    pids = [{e.pid for e in t.events if e.node == "server" and e.kind == "sock"} for t in (a, b)]
+    assert pids[0] and pids[1] and not pids[0] & pids[1]
+    ports = [[c.lport for c in socks(t, "client", "connect")] for t in (a, b)]
+    assert ports[0] != ports[1]
+
+
+# -- UDP ------------------------------------------------------------------------
+
+UDP_SERVER = [("server", f"{TNODE} serve-udp 9000", "{ udp = 9000 }")]
+
+
+def test_udp_ping_pong_with_duplicate_and_loss(program, tmp_path):
+    run = traced(program, tmp_path, "udp", UDP_SERVER, f"{TNODE} client-udp {{server}} 9000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == {
+        "client->server:udp0#0": (6, b"ping 1", [("server", "recvfrom", 6)]),
+        "server->client:udp0#0": (6, b"pong 1", [("client", "recvfrom", 6)]),
+        "client->server:udp0#1": (6, b"ping 2", [("server", "recvfrom", 6)]),
+        "client->server:udp0#2": (6, b"ping 2", [("server", "recvfrom", 6)]),
+        "server->client:udp0#1": (6, b"pong 2", [("client", "recvfrom", 6)]),
+        "server->client:udp0#2": (6, b"pong 2", [("client", "recvfrom", 6)]),
+        "client->server:udp0#3": (4, b"lost", []),  # to a port nobody listens on
+    }
+    p1, d1, d2 = (t.message(f"client->server:udp0#{i}") for i in range(3))
+    assert d1.payload_hash == d2.payload_hash != p1.payload_hash  # a duplicate: alternatives
+    assert d1.recv_seqs[0] < d2.recv_seqs[0]  # FIFO
+    assert not t.message("client->server:udp0#3").delivered
+    # each pong is sent after the ping it answers was read
+    for i in range(3):
+        ping, pong = t.message(f"client->server:udp0#{i}"), t.message(f"server->client:udp0#{i}")
+        assert Edge(ping.recv_seqs[0], pong.send_seq, "program") in t.edges
+        assert happens_before(t, ping.send_seq, pong.recv_seqs[0])
+    assert t.event(p1.send_seq).rport == 9000 and t.event(p1.recv_seqs[0]).lport == 9000
+
+
+def test_udp_sendmsg_with_two_iovecs_is_delivered(program, tmp_path):
+    """sendmsg([b"pi", b"ng 1"]): the send records its first iovec's bytes
+    only (docs/tracer.md), yet the datagram is matched to its receive."""
+    run = traced(program, tmp_path, "udp-sendmsg", UDP_SERVER,
+                 f"{TNODE} client-udp-sendmsg {{server}} 9000 {{workdir}}")
+    assert summary(run.trace) == {
+        "client->server:udp0#0": (6, b"pi", [("server", "recvfrom", 6)]),
+        "server->client:udp0#0": (6, b"pong 1", [("client", "recvfrom", 6)]),
+    }
+
+
+# -- threads and processes --------------------------------------------------------
+
+def test_multi_threaded_server(program, tmp_path):
+    run = traced(program, tmp_path, "threads", [("server", f"{TNODE} serve-threads 7000 3", "{ tcp = 7000 }")],
+                 f"{TNODE} client-loop {{server}} 7000 3 {{workdir}}")
+    t = run.trace
+    assert summary(t) == reqresp(0, b"req 000\n") | reqresp(1, b"req 001\n") | reqresp(2, b"req 002\n")
+    accepts, connects = socks(t, "server", "accept4"), socks(t, "client", "connect")
+    main = accepts[0].tid
+    assert len(accepts) == 3 and {(a.pid, a.tid) for a in accepts} == {(main, main)}
+    handlers = set()
+    for k in range(3):
+        req, rep = t.message(f"client->server:tcp{k}#0"), t.message(f"server->client:tcp{k}#0")
+        read, answer = t.event(req.recv_seqs[0]), t.event(rep.send_seq)
+        assert read.pid == answer.pid == main and read.tid == answer.tid != main
+        assert Edge(read.seq, answer.seq, "program") in t.edges  # program order within the thread
+        handlers.add(read.tid)
+        [spawn] = [e for e in t.events if e.kind == FORK and e.child_tid == read.tid]
+        assert spawn.tid == main and spawn.is_thread and spawn.child_pid == main
+        first = min(e.seq for e in t.events if e.tid == read.tid)
+        assert first == read.seq and Edge(spawn.seq, first, "fork") in t.edges
+        assert Edge(connects[k].seq, accepts[k].seq, "connect") in t.edges
+        assert happens_before(t, accepts[k].seq, read.seq)  # accept -> spawn -> thread
+        assert happens_before(t, connects[k].seq, answer.seq)
+    assert len(handlers) == 3
+
+
+def test_pre_forking_server(program, tmp_path):
+    run = traced(program, tmp_path, "prefork", [("server", f"{TNODE} serve-prefork 7000 3", "{ tcp = 7000 }")],
+                 f"{TNODE} client-loop {{server}} 7000 3 {{workdir}}")
+    t = run.trace
+    assert summary(t) == reqresp(0, b"req 000\n") | reqresp(1, b"req 001\n") | reqresp(2, b"req 002\n")
+    [listen] = socks(t, "server", "listen")
+    parent = listen.pid
+    forks = [e for e in t.events if e.kind == FORK and e.pid == parent]
+    children = {f.child_pid for f in forks}
+    assert len(forks) == 3 and len(children) == 3 and parent not in children
+    assert not any(f.is_thread for f in forks)
+    for f in forks:
+        first = min(e.seq for e in t.events if e.tid == f.child_tid and e.seq != f.seq)
+        assert t.event(first).syscall == "accept4" and Edge(f.seq, first, "fork") in t.edges
+        assert happens_before(t, listen.seq, first)
+    accepts, connects = socks(t, "server", "accept4"), socks(t, "client", "connect")
+    assert {a.pid for a in accepts} == children and len(accepts) == 3
+    paired = {e.src: t.event(e.dst) for e in t.edges if e.kind == "connect"}
+    assert set(paired) == {c.seq for c in connects}
+    served = set()
+    for k, c in enumerate(connects):
+        acc = paired[c.seq]
+        req, rep = t.message(f"client->server:tcp{k}#0"), t.message(f"server->client:tcp{k}#0")
+        read, answer = t.event(req.recv_seqs[0]), t.event(rep.send_seq)
+        assert acc.rport == c.lport and acc.pid == read.pid == answer.pid == read.tid
+        assert read.fd == acc.ret and Edge(read.seq, answer.seq, "program") in t.edges
+        served.add(acc.pid)
+    assert served == children
+
+
+def test_c_program_node(program, tmp_path, cnode):
+    """Any unmodified binary: a C server using read()/write()."""
+    run = traced(program, tmp_path, "cnode", [("server", f"exec {cnode} 7000", "{ tcp = 7000 }")], CLIENT)
+    t = run.trace
+    assert summary(t) == reqresp(0, b"GET key\n", recv="read")
+    answer = t.event(t.message("server->client:tcp0#0").send_seq)
+    assert answer.syscall == "write" and answer.comm == "cnode"
+    assert [e.syscall for e in t.events if e.node == "server" and e.kind == "sock"] == \
+        ["socket", "bind", "listen", "accept", "read", "write", "read", "close"]
+
+
+def test_debian_redis_server_and_cli(program, tmp_path):
+    """Unmodified third-party binaries on both ends: redis-cli PING to redis-server."""
+    server = [("server", "exec redis-server --port 6379 --bind 0.0.0.0 --protected-mode no "
+               "--save '' --appendonly no --dir {workdir}", "{ tcp = 6379 }")]
+    run = traced(program, tmp_path, "redis", server,
+                 "redis-cli -h {server} -p 6379 PING > {workdir}/pong && grep -qx PONG {workdir}/pong"
+                 " && touch {workdir}/ok")
+    t = run.trace
+    assert summary(t) == {
+        "client->server:tcp0#0": (14, b"*1\r\n$4\r\nPING\r\n", [("server", "read", 14)]),
+        "server->client:tcp0#0": (7, b"+PONG\r\n", [("client", "recvfrom", 7)]),
+    }
+    req, rep = t.message("client->server:tcp0#0"), t.message("server->client:tcp0#0")
+    assert (t.event(req.send_seq).comm, t.event(rep.send_seq).comm) == ("redis-cli", "redis-server")
+    assert happens_before(t, req.send_seq, rep.recv_seqs[0])
+
+
+# -- IPv6 -------------------------------------------------------------------------
+
+def test_ipv6_loopback_and_dual_stack_server(program, tmp_path):
+    """TCP over ::1 inside the client namespace, and an AF_INET6 dual-stack
+    server reached over IPv4 (its events carry v4-mapped addresses, named as IPv4)."""
+    run = traced(program, tmp_path, "ipv6", [("dual", f"{TNODE} serve-dual 7000", "{ tcp = 7000 }")],
+                 f"{TNODE} ipv6-self {{workdir}} && {TNODE} client {{dual}} 7000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == {
+        # one connection inside one node: both directions are client -> client
+        "client->client:tcp0#0": (9, b"hello v6\n", [("client", "recvfrom", 9)]),
+        "client->client:tcp0#1": (12, b"re:hello v6\n", [("client", "recvfrom", 12)]),
+    } | reqresp(0, b"GET key\n", server="dual")
+    for i in range(2):
+        send = t.event(t.message(f"client->client:tcp0#{i}").send_seq)
+        assert (send.family, send.laddr, send.raddr) == (6, "::1", "::1")
+    [conn] = [e for e in socks(t, "client", "connect") if e.family == 6]
+    [acc] = [e for e in socks(t, "client", "accept4") if e.family == 6]
+    assert Edge(conn.seq, acc.seq, "connect") in t.edges and acc.rport == conn.lport
+    read = t.event(t.message("client->dual:tcp0#0").recv_seqs[0])
+    assert read.family == 6 and read.raddr == t.topology.addresses["client"]
+    assert read.laddr == t.topology.addresses["dual"]
+
+
+# -- scope --------------------------------------------------------------------------
+
+def test_processes_outside_the_run_are_not_traced(program, tmp_path):
+    """A process outside the run's cgroups and the engine itself talk over
+    TCP during the whole run: none of it is in the trace."""
+    outsider = subprocess.Popen([sys.executable, "-S", str(TNODE_PY), "chatter"],
+                                stdout=subprocess.PIPE, text=True)
+    stop, rounds = threading.Event(), [0]
+
+    def engine_chatter() -> None:
+        lst = socket.create_server(("127.0.0.1", 0))
+        c = socket.create_connection(lst.getsockname())
+        conn, _ = lst.accept()
+        with lst, c, conn:
+            while not stop.is_set():
+                c.send(b"chatter\n")
+                conn.recv(4096)
+                rounds[0] += 1
+                stop.wait(0.01)
+
+    thread = threading.Thread(target=engine_chatter)
+    try:
+        assert outsider.stdout.readline().strip() == "1"  # it is talking
+        thread.start()
+        while rounds[0] == 0:
+            stop.wait(0.01)
+        before = rounds[0]
+        run = traced(program, tmp_path, "scope", SERVER, CLIENT)
+        assert rounds[0] > before and outsider.poll() is None  # both talked all along
+    finally:
+        stop.set()
+        thread.join()
+        outsider.kill()
+        outsider.communicate()
+    t = run.trace
+    assert summary(t) == reqresp(0, b"GET key\n")
+    assert {e.node for e in t.events} == {"server", "client"}
+    assert not {e.pid for e in t.events} & {outsider.pid, os.getpid()}
+    assert not [e for e in t.events if e.payload == b"chatter\n" or e.comm == "ldfi-trace"]
+
+
+def test_engine_process_is_never_traced(program):
+    """Even inside a traced cgroup, the process that loaded the tracer is not
+    traced (its own output would feed back into the trace); a child it starts
+    there is."""
+    root = cgroup2_root()
+    assert root is not None
+    own = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines()
+               if line.startswith("0::"))
+    home = root / own.lstrip("/")
+    group = root / f"ldfi-tracertest-{os.getpid()}"
+    group.mkdir()
+    gid = cgroup_id(group)
+    recording = program.record({gid: "self"})
+    try:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            lst = socket.create_server(("127.0.0.1", 0))
+            c = socket.create_connection(lst.getsockname())
+            conn, _ = lst.accept()
+            with lst, c, conn:
+                c.send(b"engine hello")
+                assert conn.recv(4096) == b"engine hello"
+            child = subprocess.run([sys.executable, "-S", str(TNODE_PY), "loopback-pair", "child hello"],
+                                   timeout=20)
+        finally:
+            (home / "cgroup.procs").write_text(str(os.getpid()))
+    finally:
+        recorded = recording.stop()
+        group.rmdir()
+    assert child.returncode == 0
+    assert recorded.lost_events == 0
+    assert os.getpid() not in {e.pid for e in recorded.events}
+    t = build_trace(recorded.events, Topology(cgroups={"self": gid}))
+    assert summary(t) == {"self->self:tcp0#0": (11, b"child hello", [("self", "recvfrom", 11)])}
+
+
+def test_non_socket_fds_make_no_socket_events(program, tmp_path):
+    run = traced(program, tmp_path, "files", SERVER, f"{TNODE} client-files {{server}} 7000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == reqresp(0, b"GET key\n")
+    pid, file_fd, pipe_r, pipe_w, sock_fd = map(
+        int, (Path(run.result.run_dir) / "work" / "fds").read_text().split())
+    mine = [(e.syscall, e.fd, e.ret) for e in t.events if e.pid == pid and e.kind == "sock"]
+    assert mine == [("socket", -1, sock_fd), ("connect", sock_fd, 0), ("sendto", sock_fd, 8),
+                    ("recvfrom", sock_fd, 11), ("close", sock_fd, 0)]
+    assert len({file_fd, pipe_r, pipe_w, sock_fd}) == 4
+    assert all(e.proto in ("tcp", "udp") for e in t.events if e.kind == "sock")
+
+
+# -- the command line and payload snooping -------------------------------------------
+
+REQUEST40 = "0123456789abcdefghijklmnopqrstuvwxyzABC!"
+
+
+def cli_trace(tmp_path: Path, payload: int) -> dict:
+    path = scenario_file(tmp_path, "cli", SERVER, f"{TNODE} client {{server}} 7000 {{workdir}} {REQUEST40}")
+    out = tmp_path / "run.pb"
+    done = ldfi("trace", str(path), "-o", str(out), "--payload", str(payload),
+                "--store", str(tmp_path / "store"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"trace written to {out}" in done.stdout
+    exported = ldfi("export", str(out), "--format", "json")
+    assert exported.returncode == 0 and exported.stderr == "", exported.stderr
+    return json.loads(exported.stdout)
+
+
+def messages_json(data: dict) -> dict[str, tuple]:
+    return {m["id"]: (m["size"], m["payload"], len(m["recv_seqs"]), m["delivered"])
+            for m in data["messages"]}
+
+
+def test_cli_trace_and_export_with_16_payload_bytes(tmp_path):
+    data = cli_trace(tmp_path, 16)
+    assert data["format"] == "bopbpf.trace/1" and data["complete"] is True
+    assert data["lost_events"] == 0 and data["meta"]["payload_bytes"] == "16"
+    assert messages_json(data) == {
+        "client->server:tcp0#0": (40, REQUEST40[:16], 1, True),
+        "server->client:tcp0#0": (43, ("re:" + REQUEST40)[:16], 1, True),
+    }
+    assert max(len(e.get("payload", "")) for e in data["events"]) == 16
+    assert {n["name"] for n in data["nodes"]} == {"server", "client"}
+
+
+def test_cli_trace_without_payload(tmp_path):
+    data = cli_trace(tmp_path, 0)
+    assert messages_json(data) == {
+        "client->server:tcp0#0": (40, "", 1, True),
+        "server->client:tcp0#0": (43, "", 1, True),
+    }
+    assert [e for e in data["events"] if "payload" in e] == []
+
+
+def test_cli_export_of_missing_or_garbage_file(tmp_path):
+    missing = ldfi("export", str(tmp_path / "nope.pb"), "--format", "json")
+    garbage = tmp_path / "garbage.pb"
+    garbage.write_bytes(b"\xff\x00not a trace at all\x13\x37" * 10)
+    bad = ldfi("export", str(garbage), "--format", "json")
+    for done, path in ((missing, tmp_path / "nope.pb"), (bad, garbage)):
+        assert done.returncode == 2 and done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in done.stderr
+
+
+# -- known bugs ------------------------------------------------------------------
+
+def test_no_program_order_across_nodes(reqresp_run):
+    t = reqresp_run.trace
+    crossing = [e for e in t.edges if e.kind in ("program", "fork")
+                and t.event(e.src).node != t.event(e.dst).node]
+    assert crossing == []
+    states = [e for e in t.events if e.kind == "tcp_state"]
+    server_state = next(e for e in states if e.node == "server")
+    client_state = next(e for e in states if e.node == "client" and e.seq > server_state.seq)
+    assert not happens_before(t, server_state.seq, client_state.seq)
+
+
+def test_sendmmsg_of_ten_datagrams_is_fully_traced_or_incomplete(program, tmp_path, cnode):
+    path = scenario_file(tmp_path, "mmsg", [("server", f"{TNODE} serve-udp-sink 9000 10", "{ udp = 9000 }")],
+                         f"{cnode} mmsg {{server}} 9000 {{workdir}}")
+    run = traced_run(load_scenario(path), tmp_path / "store", program)
+    assert run.result.status == "ok"
+    t = run.trace
+    sent = {f"client->server:udp0#{i}": (2, b"m%d" % i, [("server", "recvfrom", 2)]) for i in range(10)}
+    # every datagram is in the trace, or the trace says that it saw only part of the run
+    assert summary(t) == sent or not t.complete
