@@ -185,15 +185,15 @@ def test_several_sends_read_in_one_read(program, tmp_path):
 
 def test_writev_sendmsg_readv_recvmsg_write_read(program, tmp_path):
     """writev(2+4 bytes), sendmsg(2+2) read as readv(5) + recvmsg(5): the
-    first send reaches both reads. The payload of a vector send is its FIRST
-    iovec (bpf/trace.bpf.c MODE_IOV/MODE_MSG), of a vector read its first
+    first send reaches both reads. A vector send's payload is gathered over
+    its iovecs (bpf/trace.bpf.c gather_iov); a vector read records its first
     buffer."""
     run = traced(program, tmp_path, "vector", [("server", f"{TNODE} serve-vector 7000", "{ tcp = 7000 }")],
                  f"{TNODE} client-vector {{server}} 7000 {{workdir}}")
     t = run.trace
     assert summary(t) == {
-        "client->server:tcp0#0": (6, b"ab", [("server", "readv", 5), ("server", "recvmsg", 5)]),
-        "client->server:tcp0#1": (4, b"gh", [("server", "recvmsg", 5)]),
+        "client->server:tcp0#0": (6, b"abcdef", [("server", "readv", 5), ("server", "recvmsg", 5)]),
+        "client->server:tcp0#1": (4, b"ghij", [("server", "recvmsg", 5)]),
         "server->client:tcp0#0": (2, b"ok", [("client", "read", 2)]),
     }
     m0, m1 = t.message("client->server:tcp0#0"), t.message("client->server:tcp0#1")
@@ -301,12 +301,12 @@ def test_udp_ping_pong_with_duplicate_and_loss(program, tmp_path):
 
 
 def test_udp_sendmsg_with_two_iovecs_is_delivered(program, tmp_path):
-    """sendmsg([b"pi", b"ng 1"]): the send records its first iovec's bytes
-    only (docs/tracer.md), yet the datagram is matched to its receive."""
+    """sendmsg([b"pi", b"ng 1"]): the send's payload is gathered over its
+    iovecs, so the datagram looks the same on both sides and is matched."""
     run = traced(program, tmp_path, "udp-sendmsg", UDP_SERVER,
                  f"{TNODE} client-udp-sendmsg {{server}} 9000 {{workdir}}")
     assert summary(run.trace) == {
-        "client->server:udp0#0": (6, b"pi", [("server", "recvfrom", 6)]),
+        "client->server:udp0#0": (6, b"ping 1", [("server", "recvfrom", 6)]),
         "server->client:udp0#0": (6, b"pong 1", [("client", "recvfrom", 6)]),
     }
 

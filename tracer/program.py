@@ -2,8 +2,9 @@
 
 Compiling costs about a second, so a TraceProgram is built once and reused:
 each run only puts its cgroup ids into the `cgroups` map (the kernel side
-ignores every task outside them), consumes the ring buffer while the run
-goes on, and takes the ids out again at the end.
+ignores every task outside them), drains the ring buffer every few
+milliseconds while the run goes on (records are submitted without waking
+us: see tracer/ringbuf.py), and takes the ids out again at the end.
 
     program = TraceProgram(payload_bytes=64)
     recording = program.record({cgroup_id: "server", ...})
@@ -24,8 +25,11 @@ from tracer import btf
 from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
 from tracer.kernel import quiet_stderr
+from tracer.ringbuf import RingReader, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
+DRAIN_INTERVAL = 0.005  # s; 16 MiB of ring buffer lasts far longer at any rate we saw
+_BPF_RB_NO_WAKEUP = 1
 
 
 class TracerUnavailable(RuntimeError):
@@ -53,20 +57,8 @@ class TraceProgram:
         started = time.perf_counter()
         self.bpf = _compile(payload_bytes, ringbuf_pages)
         self.load_seconds = time.perf_counter() - started
+        self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages)
         self._busy = threading.Lock()
-        self.sink: list[bytes] = []  # where the ring buffer's records go now
-        self._open_ring_buffer()
-
-    def _open_ring_buffer(self) -> None:
-        """Once per program: bcc would map the same ring buffer twice otherwise."""
-        string_at = ct.string_at
-
-        def keep(_ctx: object, data: int, size: int) -> int:
-            self.sink.append(string_at(data, size))
-            return 0
-
-        self._callback = keep  # bcc keeps only a weak hold on it
-        self.bpf["events"].open_ring_buffer(keep)
 
     def counters(self) -> dict[str, int]:
         table = self.bpf["counters"]
@@ -97,7 +89,8 @@ def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
             "the kernel needs CONFIG_DEBUG_INFO_BTF=y"
         ) from None
     cflags = [*btf.cflags(offsets), f"-I{BPF_DIR}", f"-DPAYLOAD_N={payload_bytes}",
-              f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DSELF_TGID={os.getpid()}"]
+              f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DSELF_TGID={os.getpid()}",
+              f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
     try:
         with quiet_stderr():
             return BPF(src_file=str(BPF_DIR / "trace.bpf.c"), cflags=cflags)
@@ -108,16 +101,16 @@ def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
 
 
 class Recording:
-    """One run's recording: a consumer thread copies records out of the ring
-    buffer as they come (so it cannot fill up), decoding waits until stop()."""
+    """One run's recording: a thread copies committed spans out of the ring
+    buffer every few milliseconds (so it cannot fill up); splitting and
+    decoding the records waits until stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
         self.program = program
         self.nodes = dict(nodes)
         self._stopping = threading.Event()
-        program.bpf.ring_buffer_consume()  # a previous run's stragglers go nowhere
-        self._records: list[bytes] = []
-        program.sink = self._records
+        program.ring.drain([])  # a previous run's stragglers go nowhere
+        self._spans: list[bytes] = []
         self._before = program.counters()
         scope = program.bpf["cgroups"]
         for cgroup_id in self.nodes:
@@ -126,8 +119,8 @@ class Recording:
         self._thread.start()
 
     def _consume(self) -> None:
-        while not self._stopping.is_set():
-            self.program.bpf.ring_buffer_poll(50)
+        while not self._stopping.wait(DRAIN_INTERVAL):
+            self.program.ring.drain(self._spans)
 
     def stop(self) -> RecordedRun:
         """Stop tracing these cgroups, drain what is left, decode, release the program."""
@@ -137,14 +130,14 @@ class Recording:
                 scope.pop(ct.c_uint64(cgroup_id), None)
             self._stopping.set()
             self._thread.join()
-            self.program.bpf.ring_buffer_consume()
+            self.program.ring.drain(self._spans)
             after = self.program.counters()
         finally:
-            self.program.sink = []
             self.program._release()
         delta = {name: after[name] - self._before[name] for name in COUNTERS}
         decoder = Decoder(self.nodes)
-        events = [e for e in map(decoder.decode, self._records) if e is not None]
+        records = split_records(self._spans)
+        events = [e for e in map(decoder.decode, records) if e is not None]
         lost = delta["lost_ringbuf"] + delta["lost_stash"] + delta["lost_mmsg"]
         return RecordedRun(events, lost, delta)
 

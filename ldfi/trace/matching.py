@@ -407,12 +407,14 @@ def _fifo(sends: list[SendMatch], recvs: list[Event]) -> None:
 
 
 def _by_prefix(sends: list[SendMatch], r: Event) -> bool:
-    """A vectored send (writev, sendmsg) records the bytes of its first iovec
-    only, so its payload may be a strict prefix of what the receiver read."""
+    """A vector call records its first iovecs only (a send: up to four; a
+    readv/recvmsg: the first), so one side's payload may be a strict prefix
+    of the other's."""
     for m in sends:
         e = m.event
+        short, long_ = sorted((e.payload, r.payload), key=len)
         if (not m.recvs and e.ret == r.ret and e.ts_enter <= r.ts
-                and len(e.payload) < len(r.payload) and r.payload.startswith(e.payload)):
+                and len(short) < len(long_) and long_.startswith(short)):
             m.recvs.append(r.seq)
             return True
     return False
