@@ -675,17 +675,40 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 
 /* ------------------------------------------------------- process events */
 
-RAW_TRACEPOINT_PROBE(sched_process_fork) {
-    u64 cg;
-    if (!traced(&cg))
-        return 0;
-    u64 parent = ctx->args[0], child = ctx->args[1];
+/* A process record with the header filled and every field zeroed, or NULL
+ * (counted as lost) when the ring buffer is full. */
+static __always_inline struct ev_proc *reserve_proc(u32 kind, u64 cg)
+{
     struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         return 0;
     }
-    fill_hdr(&e->h, EV_FORK, cg);
+    fill_hdr(&e->h, kind, cg);
+    e->ppid = 0;
+    e->child_pid = 0;
+    e->child_tid = 0;
+    e->exit_code = 0;
+    e->flags = 0;
+    e->_pad = 0;
+    e->filename[0] = 0;
+    return e;
+}
+
+static __always_inline void submit_proc(struct ev_proc *e)
+{
+    cnt_inc(CNT_EMITTED);
+    events.ringbuf_submit(e, WAKEUP_FLAGS);
+}
+
+RAW_TRACEPOINT_PROBE(sched_process_fork) {
+    u64 cg;
+    if (!traced(&cg))
+        return 0;
+    struct ev_proc *e = reserve_proc(EV_FORK, cg);
+    if (!e)
+        return 0;
+    u64 parent = ctx->args[0], child = ctx->args[1];
     u32 ptgid = 0, cpid = 0, ctgid = 0;
     bpf_probe_read_kernel(&ptgid, 4, (void *)(parent + OFF_TASK_TGID));
     bpf_probe_read_kernel(&cpid, 4, (void *)(child + OFF_TASK_PID));
@@ -693,12 +716,8 @@ RAW_TRACEPOINT_PROBE(sched_process_fork) {
     e->ppid = ptgid;
     e->child_pid = ctgid;
     e->child_tid = cpid;
-    e->exit_code = 0;
     e->flags = ctgid == ptgid;  /* CLONE_THREAD */
-    e->_pad = 0;
-    e->filename[0] = 0;
-    cnt_inc(CNT_EMITTED);
-    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    submit_proc(e);
     return 0;
 }
 
@@ -706,22 +725,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     u64 cg;
     if (!traced(&cg))
         return 0;
-    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
-    if (!e) {
-        cnt_inc(CNT_LOST_RINGBUF);
+    struct ev_proc *e = reserve_proc(EV_EXEC, cg);
+    if (!e)
         return 0;
-    }
-    fill_hdr(&e->h, EV_EXEC, cg);
     e->ppid = args->old_pid;
-    e->child_pid = 0;
-    e->child_tid = 0;
-    e->exit_code = 0;
-    e->flags = 0;
-    e->_pad = 0;
     u32 off = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (char *)args + off);
-    cnt_inc(CNT_EMITTED);
-    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    submit_proc(e);
     return 0;
 }
 
@@ -729,23 +739,12 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 cg;
     if (!traced(&cg))
         return 0;
-    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
-    if (!e) {
-        cnt_inc(CNT_LOST_RINGBUF);
+    struct ev_proc *e = reserve_proc(EV_EXIT, cg);
+    if (!e)
         return 0;
-    }
-    fill_hdr(&e->h, EV_EXIT, cg);
-    s32 code = 0;
-    bpf_probe_read_kernel(&code, 4, (void *)(bpf_get_current_task() + OFF_TASK_EXIT_CODE));
-    e->ppid = 0;
-    e->child_pid = 0;
-    e->child_tid = 0;
-    e->exit_code = code;
+    bpf_probe_read_kernel(&e->exit_code, 4, (void *)(bpf_get_current_task() + OFF_TASK_EXIT_CODE));
     e->flags = args->group_dead;
-    e->_pad = 0;
-    e->filename[0] = 0;
-    cnt_inc(CNT_EMITTED);
-    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    submit_proc(e);
     return 0;
 }
 

@@ -126,15 +126,19 @@ class Sandbox:
         self, name: str, cmd: str, *, cwd: Path, env: Mapping[str, str], grace: float = 2.0
     ) -> Process:
         """Start node `name`'s command in its namespace and cgroup."""
-        assert self.cgroups is not None
-        proc = processes.launch(
-            name, cmd, netns=self.netns(name), group=self.cgroups.groups[name],
-            cwd=cwd, env=_with_identity(env, name, self.run_dir), log_dir=self.log_dir,
-            log_name=name,
-        )
+        proc = self._launch(name, cmd, cwd, env, log_name=name)
         self.nodes[name] = proc
         self.grace[name] = grace
         return proc
+
+    def _launch(
+        self, name: str, cmd: str, cwd: Path, env: Mapping[str, str], log_name: str
+    ) -> Process:
+        assert self.cgroups is not None
+        return processes.launch(
+            name, cmd, netns=self.netns(name), group=self.cgroups.groups[name], cwd=cwd,
+            env=_with_identity(env, name, self.run_dir), log_dir=self.log_dir, log_name=log_name,
+        )
 
     def stop_node(self, name: str) -> None:
         proc = self.nodes.pop(name, None)
@@ -146,12 +150,7 @@ class Sandbox:
         log_name: str,
     ) -> Finished:
         """Run a command in the client namespace to its end (or its timeout)."""
-        assert self.cgroups is not None
-        proc = processes.launch(
-            CLIENT, cmd, netns=self.netns(CLIENT), group=self.cgroups.groups[CLIENT],
-            cwd=cwd, env=_with_identity(env, CLIENT, self.run_dir), log_dir=self.log_dir,
-            log_name=log_name,
-        )
+        proc = self._launch(CLIENT, cmd, cwd, env, log_name=log_name)
         timed_out = False
         try:
             proc.popen.wait(timeout=timeout)
