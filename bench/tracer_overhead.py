@@ -101,13 +101,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    program = TraceProgram(payload_bytes=64)
     rows: dict[str, list[dict]] = {"untraced": [], "bop-bpf": [], "strace": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):  # interleaved: noise hits every mode alike
             for mode in rows:
-                prog = program if mode == "bop-bpf" else None
-                rows[mode].append(one_round(mode, args.requests, args.clients, prog, Path(tmp)))
+                if mode != "bop-bpf":  # nothing of ours attached: a true baseline
+                    rows[mode].append(one_round(mode, args.requests, args.clients, None,
+                                                Path(tmp)))
+                    continue
+                with TraceProgram(payload_bytes=64) as program:
+                    rows[mode].append(one_round(mode, args.requests, args.clients, program,
+                                                Path(tmp)))
     base = statistics.median(r["rps"] for r in rows["untraced"])
     traced = rows["bop-bpf"][-1]
     matched, total = matched_requests(traced)

@@ -586,3 +586,27 @@ def test_sendmmsg_of_ten_datagrams_is_fully_traced_or_incomplete(program, tmp_pa
     sent = {f"client->server:udp0#{i}": (2, b"m%d" % i, [("server", "recvfrom", 2)]) for i in range(10)}
     # every datagram is in the trace, or the trace says that it saw only part of the run
     assert summary(t) == sent or not t.complete
+
+
+def test_closing_the_program_detaches_everything(ebpf):
+    """Nothing of the tracer outlives TraceProgram.close(): this process no
+    longer holds any BPF program, map or tracepoint attachment."""
+    from tracer.program import TraceProgram
+
+    def held() -> dict[str, int]:
+        kinds = {"bpf-prog": 0, "bpf-map": 0, "[perf_event]": 0}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            for kind in kinds:
+                if target == f"anon_inode:{kind}":
+                    kinds[kind] += 1
+        return kinds
+
+    before = held()
+    with TraceProgram(payload_bytes=0):
+        during = held()
+        assert all(during[k] > before[k] for k in before), (before, during)
+    assert held() == before

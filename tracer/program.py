@@ -60,6 +60,18 @@ class TraceProgram:
         self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages)
         self._busy = threading.Lock()
 
+    def close(self) -> None:
+        """Detach and unload every program and map (they also go when the
+        process exits, however it exits)."""
+        self.ring.close()
+        self.bpf.cleanup()
+
+    def __enter__(self) -> TraceProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def counters(self) -> dict[str, int]:
         table = self.bpf["counters"]
         return {name: sum(table[ct.c_int(i)]) for i, name in enumerate(COUNTERS)}
