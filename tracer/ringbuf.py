@@ -17,6 +17,7 @@ length, with BUSY (not yet submitted) and DISCARD bits.
 
 from __future__ import annotations
 
+import ctypes as ct
 import mmap
 import struct
 from collections.abc import Iterator
@@ -35,6 +36,10 @@ class RingReader:
         self.mask = self.size - 1
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        # The kernel reads this position concurrently: it must change in one
+        # aligned 8-byte store. struct.pack_into copies bytes, and a torn
+        # value made the kernel see a full ring and drop records.
+        self._consumer_pos = ct.c_uint64.from_buffer(self._consumer)
         self._data = mmap.mmap(map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=page)
         self._view = memoryview(self._data)
@@ -43,7 +48,7 @@ class RingReader:
     def drain(self, into: list[bytes]) -> int:
         """Append the committed span to `into` and release it; return records seen."""
         data, page, mask = self._data, self._page, self.mask
-        consumer = start = _U64.unpack_from(self._consumer, 0)[0]
+        consumer = start = self._consumer_pos.value
         producer = _U64.unpack_from(data, 0)[0]
         records = 0
         while consumer < producer:
@@ -55,10 +60,11 @@ class RingReader:
         if records:
             offset = page + (start & mask)
             into.append(self._view[offset:offset + (consumer - start)].tobytes())
-            _U64.pack_into(self._consumer, 0, consumer)
+            self._consumer_pos.value = consumer
         return records
 
     def close(self) -> None:
+        del self._consumer_pos  # a ctypes view pins the mmap open
         self._view.release()
         self._data.close()
         self._consumer.close()
