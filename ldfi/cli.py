@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ldfi import __version__
-from ldfi.errors import UserError
+from ldfi.errors import EXIT_INCONCLUSIVE, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,7 +25,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ldfi.errors import EXIT_BUG, EXIT_INCONCLUSIVE, EXIT_OK, require_root
+    from ldfi.errors import EXIT_BUG, EXIT_OK, require_root
     from ldfi.runner import run_once
     from ldfi.scenario import load_scenario
     from ldfi.summary import print_run
@@ -36,17 +37,19 @@ def _run(args: argparse.Namespace) -> int:
             f"'ldfi run {args.scenario} --no-faults'"
         )
     require_root("run")
-    result = run_once(scenario, Path(args.store))
+    store = _writable_store(args.store)
+    json_out = _writable_file(args.json, "--json")
+    result = run_once(scenario, store)
     print_run(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if json_out:
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if result.status == "error":
         return EXIT_INCONCLUSIVE
     return EXIT_OK if result.predicate_ok else EXIT_BUG
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from ldfi.errors import EXIT_INCONCLUSIVE, EXIT_OK, require_root
+    from ldfi.errors import EXIT_OK, require_root
     from ldfi.scenario import load_scenario
     from ldfi.summary import print_run, print_trace
     from ldfi.traced_run import traced_run
@@ -56,19 +59,44 @@ def _trace(args: argparse.Namespace) -> int:
     if not 0 <= args.payload <= 4096:
         raise UserError(f"--payload {args.payload}: must be 0 (off) to 4096 bytes")
     require_root("trace")
+    store = _writable_store(args.store)
+    output = _writable_file(args.output, "-o")
     try:
         program = TraceProgram(payload_bytes=args.payload)
     except TracerUnavailable as err:
         raise UserError(str(err), EXIT_INCONCLUSIVE) from None
-    run = traced_run(scenario, Path(args.store), program)
+    with program:
+        run = traced_run(scenario, store, program)
     print_run(run.result)
     print_trace(run.trace, run.trace_path)
-    if args.output:
-        shutil.copyfile(run.trace_path, args.output)
-        print(f"trace written to {args.output}")
+    if output:
+        shutil.copyfile(run.trace_path, output)
+        print(f"trace written to {output}")
     if run.result.status == "error" or not run.trace.complete:
         return EXIT_INCONCLUSIVE
     return EXIT_OK
+
+
+def _writable_store(path: str) -> Path:
+    store = Path(path)
+    try:
+        (store / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--store {path}: {err.strerror}; give a writable directory") from None
+    return store
+
+
+def _writable_file(path: str | None, flag: str) -> Path | None:
+    """Fail before a long run, not after it, when its output cannot be written."""
+    if path is None:
+        return None
+    out = Path(path)
+    try:
+        with open(out, "a"):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {path}: {err.strerror}; give a writable file path") from None
+    return out
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -152,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ldfi: interrupted; cleaned up", file=sys.stderr)
         return 130
+    except Exception as err:  # the environment failed us: one line, never a traceback
+        if os.environ.get("LDFI_DEBUG"):
+            raise
+        print(f"ldfi: error: {type(err).__name__}: {err} (the run could not complete; "
+              "'ldfi gc' removes anything left behind; LDFI_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INCONCLUSIVE
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ class RunResult:
 
     @property
     def status(self) -> str:
-        if self.error is not None:
-            return "error"
+        if self.error is not None or self.predicate_ok is None:
+            return "error"  # never call a run that did not reach its check "failed"
         return "ok" if self.predicate_ok else "failed"
 
     def to_json(self) -> dict[str, object]:
@@ -115,21 +115,39 @@ def run_once(
         _run_steps(scenario, sandbox, result, deadline, observers)
     except RunAborted as err:
         result.error = str(err)
+    except BaseException as err:
+        result.error = f"engine error: {type(err).__name__}: {err}"
+        raise
     finally:
         try:
-            for obs in watching:
-                obs.run_finished(sandbox, result)
+            _notify_finished(watching, sandbox, result)
         finally:
             _finish(sandbox, result, started, run_dir)
     return result
 
 
+def _notify_finished(observers: Sequence[RunObserver], sandbox: Sandbox,
+                     result: RunResult) -> None:
+    """Every observer gets its call even if one before it raises; the first
+    error is raised afterwards."""
+    first: BaseException | None = None
+    for obs in observers:
+        try:
+            obs.run_finished(sandbox, result)
+        except BaseException as err:
+            first = first or err
+    if first is not None:
+        raise first
+
+
 def _finish(sandbox: Sandbox, result: RunResult, started: float, run_dir: Path) -> None:
     """Tear down and write result.json, whatever happened before."""
+    closing = time.monotonic()
     try:
-        closing = time.monotonic()
-        _record_exits(sandbox, result)
-        sandbox.close()
+        try:
+            _record_exits(sandbox, result)
+        finally:
+            sandbox.close()
         result.teardown = time.monotonic() - closing
     finally:
         result.wall = time.monotonic() - started

@@ -80,7 +80,22 @@ class TraceProgram:
         """Start recording the tasks of these cgroups (id -> node name)."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this TraceProgram is already recording a run")
-        return Recording(self, nodes)
+        try:
+            return Recording(self, nodes)
+        except BaseException:
+            self._forget(nodes)
+            self._release()
+            raise
+
+    def _forget(self, nodes: Mapping[int, str]) -> None:
+        """Take the run's cgroups out of scope and drop per-run kernel state: a
+        socket-owner entry left behind could attribute a later run's socket
+        (same netns inode and port) to this run's cgroup."""
+        scope = self.bpf["cgroups"]
+        for cgroup_id in nodes:
+            scope.pop(ct.c_uint64(cgroup_id), None)
+        self.bpf["known_socks"].clear()
+        self.bpf["listen_ports"].clear()
 
     def _release(self) -> None:
         self._busy.release()
@@ -134,19 +149,34 @@ class Recording:
         while not self._stopping.wait(DRAIN_INTERVAL):
             self.program.ring.drain(self._spans)
 
+    def _drain_to_end(self, deadline: float = 0.05) -> int:
+        """Drain until the reader has caught up with the producer; a record
+        still being written when we stop would otherwise hold back everything
+        after it. Returns 1 if it never caught up (at least one record lost)."""
+        ring = self.program.ring
+        give_up = time.monotonic() + deadline
+        while True:
+            ring.drain(self._spans)
+            if ring.caught_up():
+                return 0
+            if time.monotonic() >= give_up:
+                return 1
+            time.sleep(0.001)
+
     def stop(self) -> RecordedRun:
         """Stop tracing these cgroups, drain what is left, decode, release the program."""
-        scope = self.program.bpf["cgroups"]
         try:
-            for cgroup_id in self.nodes:
-                scope.pop(ct.c_uint64(cgroup_id), None)
-            self._stopping.set()
-            self._thread.join()
-            self.program.ring.drain(self._spans)
-            after = self.program.counters()
+            self.program._forget(self.nodes)
         finally:
-            self.program._release()
+            self._stopping.set()  # whatever happened, the drain thread must end
+            self._thread.join()
+            try:
+                behind = self._drain_to_end()
+                after = self.program.counters()
+            finally:
+                self.program._release()
         delta = {name: after[name] - self._before[name] for name in COUNTERS}
+        delta["lost_ringbuf"] += behind
         decoder = Decoder(self.nodes)
         records = split_records(self._spans)
         events = [e for e in map(decoder.decode, records) if e is not None]

@@ -63,6 +63,9 @@ class RingReader:
             self._consumer_pos.value = consumer
         return records
 
+    def caught_up(self) -> bool:
+        return self._consumer_pos.value == _U64.unpack_from(self._data, 0)[0]
+
     def close(self) -> None:
         del self._consumer_pos  # a ctypes view pins the mmap open
         self._view.release()
