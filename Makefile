@@ -20,6 +20,7 @@ test: setup
 
 bench: setup
 	@$(PY) bench/sandbox_overhead.py
+	@$(PY) bench/tracer_overhead.py
 
 clean-runs:
 	rm -rf ldfi-store

@@ -1,10 +1,10 @@
-/* bop-bpf prototype tracer: socket system calls, process events and TCP
+/* bop-bpf tracer: socket system calls, process events and TCP
  * state changes of the tasks in selected cgroup v2 cgroups.
  *
  * Compiled by bcc. Kernel-internal structs are NEVER accessed through the
  * (6.1) headers bcc compiles with: every field is read with an explicit
  * bpf_probe_read_kernel() at an offset taken from the running kernel's BTF
- * (btf_offsets.py) and passed as -DOFF_...=N. Do not write `task->files`
+ * (tracer/btf.py) and passed as -DOFF_...=N. Do not write `task->files`
  * etc.: bcc would silently rewrite it with the wrong (header) layout.
  *
  * Other compile-time parameters: PAYLOAD_N, RINGBUF_PAGES, SELF_TGID,

@@ -1,8 +1,9 @@
-/* Record structs shared by trace.bpf.c (kernel side) and prototype.py
- * (ctypes mirror). Every record starts with struct ev_hdr, so the decoder
- * dispatches on hdr.kind. Keep every field naturally aligned and every
- * struct a multiple of 8 bytes: ctypes reproduces the C layout, and
- * prototype.py checks ctypes.sizeof against the *_SIZE constants below.
+/* Record structs shared by trace.bpf.c (kernel side) and tracer/decode.py
+ * (user side, which reads the #defines of this file). Every record starts
+ * with struct ev_hdr, so the decoder dispatches on hdr.kind. Keep every field
+ * naturally aligned and every struct a multiple of 8 bytes: decode.py's
+ * struct formats mirror the layout and are checked against the *_SIZE
+ * constants below at import.
  *
  * PAYLOAD_N (bytes of payload captured per socket event, 0 = off) and
  * TASK_COMM_LEN are compile-time constants passed by the loader.

@@ -117,12 +117,20 @@ def _gc(args: argparse.Namespace) -> int:
     from ldfi.sandbox import gc
 
     require_root("gc")
-    found = gc.find_leftovers() if args.dry_run else gc.collect()
-    verb = "would remove" if args.dry_run else "removed"
-    for leftover in found:
-        print(f"{verb} {leftover.describe()}")
-    print(f"ldfi gc: {verb} {len(found)} leftover(s)")
-    return 0
+    if args.dry_run:
+        found = gc.find_leftovers()
+        for leftover in found:
+            print(f"would remove {leftover.describe()}")
+        print(f"ldfi gc: would remove {len(found)} leftover(s)")
+        return 0
+    done = gc.collect()
+    for leftover in done.removed:
+        print(f"removed {leftover.describe()}")
+    for leftover, why in done.failed:
+        print(f"could not remove {leftover.describe()}: {why}", file=sys.stderr)
+    print(f"ldfi gc: removed {len(done.removed)} leftover(s)"
+          + (f", {len(done.failed)} could not be removed" if done.failed else ""))
+    return 1 if done.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

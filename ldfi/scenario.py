@@ -45,7 +45,10 @@ ReadyKind = Literal["none", "tcp", "udp", "log", "delay", "cmd"]
 NODE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,19}")
 # Placeholders the engine fills in besides node names, so no node may be called so;
 # "client" is the namespace of the workload and the check.
-RESERVED_NAMES = ("workdir", "scenario_dir", "node", "client")
+# workload and check: their logs share the run's logs/ folder with the nodes'
+RESERVED_NAMES = ("workdir", "scenario_dir", "node", "client", "workload", "check")
+SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_NODES = 200  # the run's /24 holds the client and nodes from .10 up
 CLIENT = "client"
 
 
@@ -139,7 +142,7 @@ _COMMAND_KEYS = {
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "scenario": {
-        "name": Key("text", required=True),
+        "name": Key("scenario_name", required=True),
         "run": Key("table"),
         "node": Key("tables", required=True),
         "workload": Key("table", required=True),
@@ -424,6 +427,17 @@ def _as_command(value: Any, ctx: _Context, where: _Where, key: str) -> str:
     return _as_text(value, ctx, where, key)
 
 
+def _as_scenario_name(value: Any, ctx: _Context, where: _Where, key: str) -> str:
+    name = _as_text(value, ctx, where, key)
+    if not SCENARIO_NAME.fullmatch(name):  # it becomes part of run directory names
+        raise ctx.error(
+            where, key, f"invalid scenario name {name!r}",
+            "use 1 to 64 characters: letters, digits, '.', '_' or '-', not starting with "
+            "'.', '_' or '-'",
+        )
+    return name
+
+
 def _as_node_name(value: Any, ctx: _Context, where: _Where, key: str) -> str:
     name = _as_text(value, ctx, where, key)
     if name in RESERVED_NAMES:
@@ -530,6 +544,7 @@ def _as_tables(value: Any, ctx: _Context, where: _Where, key: str) -> list[dict[
 
 _CONVERTERS: dict[str, Converter] = {
     "text": _as_text,
+    "scenario_name": _as_scenario_name,
     "command": _as_command,
     "node_name": _as_node_name,
     "duration": _as_duration,
@@ -754,6 +769,11 @@ def _node_tables(
     if not raw_nodes:
         raise ctx.error(
             _Where((), ""), "node", "no nodes", "add at least one [[node]] table with name and cmd"
+        )
+    if len(raw_nodes) > MAX_NODES:
+        raise ctx.error(
+            _Where(("node", MAX_NODES), f"[[node]] #{MAX_NODES + 1}"), "name",
+            f"{len(raw_nodes)} nodes", f"use at most {MAX_NODES} nodes per scenario",
         )
     tables = []
     seen: set[str] = set()

@@ -204,3 +204,16 @@ def test_redis_replication_third_party_system(tmp_path):
     assert [n["name"] for n in result["nodes"]] == ["primary", "replica1", "replica2"]
     assert all(n["ready_after"] is not None for n in result["nodes"])
     assert (Path(result["run_dir"]) / "work" / "acks").read_text().strip() == "2"
+
+
+def test_unwritable_store_or_json_fails_first_in_one_line(tmp_path):
+    before = ldfi_resources()
+    for extra in (["--store", "/etc/hostname"],
+                  ["--store", str(tmp_path / "s"), "--json", "/proc/no/such/dir/out.json"]):
+        done = ldfi("run", str(MODELS / "echo" / "scenario.toml"), "--no-faults", *extra)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert extra[-2] in lines[0] and "writable" in lines[0]
+        assert done.stdout == ""  # nothing ran
+    assert ldfi_resources() <= before

@@ -345,7 +345,7 @@ BAD = [
     ("name too long", {7: f'name = "{"s" * 21}"'}, {}, 7, [f"invalid node name '{'s' * 21}'"]),
     ("reserved client", {12: 'name = "client"'}, {}, 12,
      ["node name 'client' is reserved ([[node]] #2 name)",
-      "workdir, scenario_dir, node, client are reserved"]),
+      "workdir, scenario_dir, node, client, workload, check are reserved"]),
     ("reserved workdir", {12: 'name = "workdir"'}, {}, 12, ["node name 'workdir' is reserved"]),
     ("reserved node", {7: 'name = "node"'}, {}, 7, ["node name 'node' is reserved"]),
     ("duplicate name", {12: 'name = "server"'}, {}, 12,
@@ -504,8 +504,25 @@ def test_multiline_values_are_not_read_as_keys(tmp_path: Path) -> None:
     text = edit(BASE, {8: ""}, {8: tricky, 13: "stop_timeout = '0s'"})
     # lines 9-14 are the multi-line cmd: the 2nd node's header is line 17
     assert_error(tmp_path, text, 20, "([[node]] 'replica' stop_timeout)")
-    text = edit(BASE, {1: "name = '''\n[[node]]\ncmd = 'x'\n'''"}, {13: "stop_timeout = '0s'"})
-    assert_error(tmp_path, text, 17, "([[node]] 'replica' stop_timeout)")
+
+
+@pytest.mark.parametrize("name", ["../../tmp/escape", "a/b", "x" * 65, ".hidden", "with space"])
+def test_scenario_name_must_be_safe_in_a_path(tmp_path: Path, name: str) -> None:
+    """The name becomes part of run directory names: it must not escape the store."""
+    text = edit(BASE, {1: f"name = {name!r}"}, {})
+    assert_error(tmp_path, text, 1, "invalid scenario name")
+
+
+def test_a_node_may_not_take_a_client_steps_name(tmp_path: Path) -> None:
+    """logs/workload.* and logs/check.* belong to the client's steps."""
+    text = BASE.replace('name = "replica"', 'name = "check"')
+    assert_error(tmp_path, text, 12, "node name 'check' is reserved")
+
+
+def test_too_many_nodes(tmp_path: Path) -> None:
+    nodes = "".join(f'[[node]]\nname = "n{i}"\ncmd = "true"\n' for i in range(201))
+    text = f'name = "big"\n{nodes}[workload]\ncmd = "true"\n[check]\ncmd = "true"\n'
+    assert_error(tmp_path, text, 603, "201 nodes")
 
 
 def test_multiline_array_is_skipped() -> None:

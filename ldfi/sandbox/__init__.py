@@ -65,7 +65,12 @@ class Sandbox:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.slot = acquire_slot()
         try:
-            gc.collect(only_slot=self.slot.index)  # a killed previous owner's leftovers
+            # a killed previous owner may have left things in this slot
+            leftover = gc.collect(only_slot=self.slot.index)
+            if leftover.failed:
+                what, why = leftover.failed[0]
+                raise RuntimeError(f"cannot clean slot {self.slot.index}: {what.describe()}: "
+                                   f"{why}; run 'ldfi gc'")
             self.network = RunNetwork(self.slot.index, self.slot.prefix, self.node_names)
             self.cgroups = RunCgroups(self.slot.prefix, [*self.node_names, CLIENT])
             self.cgroups.build()

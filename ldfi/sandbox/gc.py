@@ -114,10 +114,44 @@ def remove(leftover: Leftover) -> None:
             leftover.path.unlink()
 
 
-def collect(only_slot: int | None = None) -> list[Leftover]:
-    """Remove every leftover (processes first: they pin namespaces); return them."""
-    leftovers = find_leftovers(only_slot)
+@dataclass
+class Collected:
+    removed: list[Leftover]
+    failed: list[tuple[Leftover, str]]  # (what, why)
+
+
+def collect(only_slot: int | None = None) -> Collected:
+    """Remove every leftover (processes first: they pin namespaces).
+
+    A slot's leftovers are removed while holding that slot's lock, so a run
+    that takes the slot meanwhile is never touched (with only_slot the
+    caller already holds it). Failures are reported, not raised: one stuck
+    cgroup must not stop the rest from being collected."""
+    done = Collected([], [])
+    by_slot: dict[int | None, list[Leftover]] = {}
+    for leftover in find_leftovers(only_slot):
+        by_slot.setdefault(slots.slot_of(leftover.name), []).append(leftover)
+    for slot, group in by_slot.items():
+        if only_slot is not None or slot is None:
+            _remove_all(group, done)
+            continue
+        lock = slots.lock_if_free(slot)
+        if lock is None:
+            continue  # a run took this slot after we looked: it is live now
+        try:
+            _remove_all(group, done)
+        finally:
+            os.close(lock)
+    return done
+
+
+def _remove_all(leftovers: list[Leftover], done: Collected) -> None:
     for leftover in leftovers:
-        with suppress(FileNotFoundError):
+        try:
             remove(leftover)
-    return leftovers
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            done.failed.append((leftover, err.strerror or str(err)))
+            continue
+        done.removed.append(leftover)

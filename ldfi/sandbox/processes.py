@@ -83,8 +83,14 @@ def _await_cgroup(popen: subprocess.Popen[bytes], group: Path, timeout: float = 
     signal an empty group and the command would escape it."""
     deadline = time.monotonic() + timeout
     while popen.pid not in cgroups.procs(group):
-        if popen.poll() is not None or time.monotonic() >= deadline:
-            return  # it died (its exit code tells why) or the system is stuck
+        if popen.poll() is not None:
+            return  # it died before joining; its exit code and log tell why
+        if time.monotonic() >= deadline:
+            # Outside its group it would escape cgroup.kill, and once the
+            # namespace is gone nothing could find it again: kill it now.
+            popen.kill()
+            popen.wait()
+            raise RuntimeError(f"a process did not join cgroup {group} within {timeout:g}s")
         time.sleep(0.0005)
 
 

@@ -71,11 +71,27 @@ def slot_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def lock_if_free(index: int) -> int | None:
+    """The slot's lock fd if nobody holds it (close it to release), else None.
+    Never creates a lock file: a slot without one was never used."""
+    try:
+        fd = os.open(_lock_path(index), os.O_RDWR)
+    except FileNotFoundError:
+        SLOT_DIR.mkdir(parents=True, exist_ok=True)
+        return _try_lock(index)  # leftovers without a lock file: claim the slot to clean it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def slot_is_live(index: int) -> bool:
     """True while some process holds the slot's lock (a run is using it)."""
     if not _lock_path(index).exists():
         return False
-    fd = _try_lock(index)
+    fd = lock_if_free(index)
     if fd is None:
         return True
     os.close(fd)
