@@ -9,7 +9,7 @@ setup:
 
 demo: setup
 	@$(VENV)/bin/ldfi doctor
-	@$(VENV)/bin/ldfi run models/echo/scenario.toml --no-faults
+	@$(VENV)/bin/ldfi trace models/echo/scenario.toml -o ldfi-store/echo-trace.pb
 
 lint: setup
 	@$(VENV)/bin/ruff check .

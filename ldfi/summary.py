@@ -45,12 +45,27 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
                       f"; see {result.run_dir}/logs/check.err", soft_wrap=True)
 
 
+MESSAGES_SHOWN = 12
+
+
 def print_trace(trace: Trace, path: object, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     delivered = sum(1 for m in trace.messages if m.delivered)
     console.print(f"trace: {len(trace.events)} events, {len(trace.messages)} messages "
                   f"({delivered} delivered), {len(trace.edges)} happens-before edges -> {path}",
                   soft_wrap=True)
+    shown = trace.messages[:MESSAGES_SHOWN]
+    if shown:
+        table = Table(box=None, pad_edge=False)
+        for column in ("message", "bytes", "delivered", "payload"):
+            table.add_column(column)
+        for m in shown:
+            payload = m.payload[:24].decode("latin-1").encode("unicode_escape").decode()
+            table.add_row(str(m.id), str(m.size), "yes" if m.delivered else "NO", payload)
+        console.print(table)
+        if len(trace.messages) > len(shown):
+            console.print(f"... and {len(trace.messages) - len(shown)} more "
+                          "('ldfi export' prints them all)")
     if not trace.complete:
         console.print(f"[bold yellow]INCOMPLETE TRACE[/]: the kernel lost {trace.lost_events} "
                       "events (ring buffer full); messages may be missing")
