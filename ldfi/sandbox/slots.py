@@ -42,9 +42,15 @@ def _lock_path(index: int) -> Path:
     return SLOT_DIR / f"{index}.lock"
 
 
-def _try_lock(index: int) -> int | None:
-    SLOT_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(_lock_path(index), os.O_CREAT | os.O_RDWR, 0o644)
+def _try_lock(index: int, create: bool = True) -> int | None:
+    """The slot's lock fd if we got the lock (close it to release), else None.
+    With create=False, a slot whose lock file does not exist gives None."""
+    if create:
+        SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(_lock_path(index), os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -73,26 +79,17 @@ def slot_of(name: str) -> int | None:
 
 def lock_if_free(index: int) -> int | None:
     """The slot's lock fd if nobody holds it (close it to release), else None.
-    Never creates a lock file: a slot without one was never used."""
-    try:
-        fd = os.open(_lock_path(index), os.O_RDWR)
-    except FileNotFoundError:
-        SLOT_DIR.mkdir(parents=True, exist_ok=True)
-        return _try_lock(index)  # leftovers without a lock file: claim the slot to clean it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    Leftovers of a slot without a lock file (removed by hand) still belong to
+    nobody, so the file is created then."""
+    return _try_lock(index)
 
 
 def slot_is_live(index: int) -> bool:
     """True while some process holds the slot's lock (a run is using it)."""
     if not _lock_path(index).exists():
-        return False
-    fd = lock_if_free(index)
+        return False  # never used, and asking must not create a lock file
+    fd = _try_lock(index, create=False)
     if fd is None:
-        return True
+        return _lock_path(index).exists()  # held, unless it vanished meanwhile
     os.close(fd)
     return False
