@@ -53,19 +53,24 @@ struct stash {
     u64 count;
     s32 fd;
     u16 sys;
-    u16 cap;        /* payload bytes captured at entry (sends) */
-    u32 msg_flags;
     u16 sa_len;     /* bytes of sa[] valid (connect/sendto/sendmsg, read at entry) */
-    u8  payload_err;
-    u8  _pad;
+    u32 msg_flags;
     u8  sa[32];     /* sockaddr_in6 is 28 bytes */
-    u8  data[2 * PAYLOAD_N + 1];  /* room for gather_iov's last copy (see there) */
+    /* No payload here: a send's bytes are read at exit, straight into the
+     * record. Copying them into this hash map value on every entry cost
+     * more than the read itself. */
+};
+
+/* where gather_iov assembles a vector send's payload at exit */
+struct gather {
+    u8 d[2 * PAYLOAD_N + 1];  /* room for gather_iov's last copy (see there) */
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(cgroups, u64, u32, 1024);            /* traced cgroup v2 ids */
 BPF_HASH(stash, u32, struct stash, 16384);    /* tid -> entry args */
 BPF_PERCPU_ARRAY(scratch, struct stash, 1);   /* build area (the stack is 512 B) */
+BPF_PERCPU_ARRAY(gathering, struct gather, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_N);
 BPF_TABLE("lru_hash", u64, u64, known_socks, 65536); /* TCP sock* -> cgroup, for softirq state changes */
 BPF_HASH(listen_ports, u64, u64, 4096);       /* netns<<16 | port -> cgroup */
@@ -307,6 +312,38 @@ static __always_inline u32 gather_iov(u8 *dst, u64 vec, u64 nvec, u8 *err)
     return off;
 }
 
+/* A send's first bytes, read at exit from the caller's buffer (unchanged by
+ * the call), cut to what was sent. */
+static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16 sys, s64 ret,
+                                        u8 *err)
+{
+#if PAYLOAD_N > 0
+    if (sys == SYS_WRITE || sys == SYS_SENDTO)
+        return read_payload(e->data, st->buf, ret, err);
+    u64 vec = st->buf, nvec = st->count;
+    if (sys == SYS_SENDMSG) {
+        u64 mh[4] = {};  /* msg_name, msg_namelen, msg_iov, msg_iovlen */
+        if (bpf_probe_read_user(mh, 32, (void *)st->buf) != 0)
+            return 0;
+        vec = mh[2];
+        nvec = mh[3];
+    }
+    u32 zero = 0;
+    struct gather *g = gathering.lookup(&zero);
+    if (!g)
+        return 0;
+    u32 cap = gather_iov(g->d, vec, nvec, err);
+    if (cap > ret)
+        cap = ret;
+    if (cap > PAYLOAD_N)
+        cap = PAYLOAD_N;
+    bpf_probe_read_kernel(e->data, PAYLOAD_N, g->d);
+    return cap;
+#else
+    return 0;
+#endif
+}
+
 /* ------------------------------------------------------------------ entry */
 
 #define MODE_NONE    0
@@ -339,20 +376,14 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
     st->count = count;
     st->fd = fd;
     st->sys = sys;
-    st->cap = 0;
     st->msg_flags = msg_flags;
     st->sa_len = 0;
-    st->payload_err = 0;
     if (mode == MODE_BUF) {
-        st->cap = read_payload(st->data, buf, count, &st->payload_err);
         if (uaddr)  /* sendto's destination: user memory, read at entry */
             st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
-    } else if (mode == MODE_IOV) {
-        st->cap = gather_iov(st->data, buf, count, &st->payload_err);
     } else if (mode == MODE_MSG) {
         u64 mh[4] = {};  /* msg_name, msg_namelen, msg_iov, msg_iovlen */
         if (bpf_probe_read_user(mh, 32, (void *)buf) == 0) {
-            st->cap = gather_iov(st->data, mh[2], mh[3], &st->payload_err);
             st->count = mh[3];
             if (mh[0])
                 st->sa_len = read_user_sa(st->sa, mh[0], (u32)mh[1]);
@@ -360,8 +391,6 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
     } else if (uaddr && sys == SYS_CONNECT) {
         st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
     }
-    if (st->payload_err)
-        cnt_inc(CNT_PAYLOAD_ERR);
     u32 tid = (u32)bpf_get_current_pid_tgid();
     if (stash.update(&tid, st) != 0)
         cnt_inc(CNT_LOST_STASH);
@@ -481,22 +510,10 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
     if (sys == SYS_SOCKET && ret < 0) {
         e->family = st->buf;  /* socket(family, type, protocol) that failed */
     }
-    if (st->payload_err)
-        e->flags |= F_PAYLOAD_ERR;
-
     u8 err = 0;
     if (sys == SYS_WRITE || sys == SYS_SENDTO || sys == SYS_WRITEV || sys == SYS_SENDMSG) {
-#if PAYLOAD_N > 0
-        u32 cap = st->cap;
-        if (ret >= 0 && cap > ret)
-            cap = ret;          /* only what was actually sent */
-        if (ret < 0)
-            cap = 0;
-        if (cap > PAYLOAD_N)
-            cap = PAYLOAD_N;
-        bpf_probe_read_kernel(e->data, PAYLOAD_N, st->data);
-        e->cap = cap;
-#endif
+        if (ret > 0)
+            e->cap = send_payload(e, st, sys, ret, &err);
         if (st->sa_len && e->proto == L_IPPROTO_UDP)
             sa_to_remote(e, st->sa);
     } else if (ret > 0 && (sys == SYS_READ || sys == SYS_RECVFROM)) {
