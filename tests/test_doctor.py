@@ -37,6 +37,7 @@ PROBE_NAMES = [
     "syscall_tracepoints",
     "sock_tracepoints",
     "ringbuf",
+    "task_storage",
     "send_signal",
     "netns_veth",
     "tc_clsact",

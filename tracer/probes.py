@@ -106,6 +106,12 @@ SPECS: dict[str, _Spec] = {
     "ringbuf": _Spec(
         "BPF ring buffer", True, "the event stream from the kernel programs to the tracer"
     ),
+    "task_storage": _Spec(
+        "task-local storage",
+        True,
+        "the tracer: each system call's entry arguments wait for its exit in "
+        "task-local storage",
+    ),
     "send_signal": _Spec(
         "bpf_send_signal",
         True,
@@ -494,6 +500,50 @@ def probe_ringbuf(kit: _Kit) -> tuple[bool, str]:
             f"submitted {kit.hits(HIT_RINGBUF)} record(s); polled back {len(got)}, none ours",
         )
     return True, "a record submitted from syscalls:sys_enter_getpgid was polled back intact"
+
+
+_TASK_STORAGE_C = r"""
+struct val { u64 pid; };
+BPF_TASK_STORAGE(store, struct val);
+BPF_ARRAY(seen, u64, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getsid) {
+    u64 pid = bpf_get_current_pid_tgid() >> 32;
+    if (pid != SELF_TGID) return 0;
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+    struct val *v = store.task_storage_get(t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (v) v->pid = pid;
+    return 0;
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_getsid) {
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+    struct val *v = store.task_storage_get(t, 0, 0);
+    if (!v || v->pid != SELF_TGID) return 0;
+    v->pid = 0;
+    int k = 0;
+    u64 *n = seen.lookup(&k);
+    if (n) (*n)++;
+    return 0;
+}
+"""
+
+
+def probe_task_storage() -> tuple[bool, str]:
+    """Compiled on its own, so that a kernel without it fails this row only."""
+    try:
+        with quiet_stderr():
+            bpf = _bcc().BPF(text=_TASK_STORAGE_C, cflags=[f"-DSELF_TGID={os.getpid()}"])
+    except Exception as err:  # bcc raises bare Exception on compile/load/attach
+        return False, f"a BPF_TASK_STORAGE program did not load: {_describe(err)}"
+    try:
+        for _ in range(_TRIGGERS):
+            os.getsid(0)
+        seen = int(bpf["seen"][ct.c_int(0)].value)
+    finally:
+        with quiet_stderr(), contextlib.suppress(Exception):
+            bpf.cleanup()
+    detail = (f"a value stored at sys_enter_getsid was read back at sys_exit in "
+              f"{seen} of {_TRIGGERS} calls")
+    return seen >= _TRIGGERS, detail
 
 
 def _fork(body: Callable[[], int]) -> int:
@@ -901,6 +951,10 @@ def _all_probes() -> list[ProbeResult]:
         compiled = _not_tried("bcc", "the bpf() syscall is unusable")
         because = "the bpf() syscall is unusable"
     results += [compiled, _run("btf", probe_btf), _run("tracefs", probe_tracefs)]
+    if kit is None:
+        results.append(_not_tried("task_storage", because))
+    else:
+        results.append(_run("task_storage", probe_task_storage))
     try:
         results += _bpf_probes(kit, because)
         results += _network_probes(kit, because)
