@@ -367,10 +367,10 @@ class _Kit:
         return self.bpf.load_func(fn_name.encode(), prog_type)
 
     def set(self, slot: int, value: int) -> None:
-        self.bpf["config"][ct.c_int(slot)] = ct.c_uint32(value)
+        self.bpf[b"config"][ct.c_int(slot)] = ct.c_uint32(value)
 
     def hits(self, slot: int) -> int:
-        return int(self.bpf["hits"][ct.c_int(slot)].value)
+        return int(self.bpf[b"hits"][ct.c_int(slot)].value)
 
     @contextlib.contextmanager
     def tracepoint(self, tp: str, fn_name: str) -> Iterator[None]:
@@ -487,7 +487,7 @@ def probe_ringbuf(kit: _Kit) -> tuple[bool, str]:
         got.append((rec.tgid, rec.cookie))
         return 0
 
-    kit.bpf["events"].open_ring_buffer(on_record)
+    kit.bpf[b"events"].open_ring_buffer(on_record)
     with kit.tracepoint("syscalls:sys_enter_getpgid", "ringbuf_submit"):
         os.getpgid(0)
     deadline = time.monotonic() + 1.0
@@ -537,7 +537,7 @@ def probe_task_storage() -> tuple[bool, str]:
     try:
         for _ in range(_TRIGGERS):
             os.getsid(0)
-        seen = int(bpf["seen"][ct.c_int(0)].value)
+        seen = int(bpf[b"seen"][ct.c_int(0)].value)
     finally:
         with quiet_stderr(), contextlib.suppress(Exception):
             bpf.cleanup()

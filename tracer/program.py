@@ -57,7 +57,7 @@ class TraceProgram:
         started = time.perf_counter()
         self.bpf = _compile(payload_bytes, ringbuf_pages)
         self.load_seconds = time.perf_counter() - started
-        self.ring = RingReader(self.bpf["events"].map_fd, ringbuf_pages)
+        self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages)
         self._busy = threading.Lock()
 
     def close(self) -> None:
@@ -73,7 +73,7 @@ class TraceProgram:
         self.close()
 
     def counters(self) -> dict[str, int]:
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         return {name: sum(table[ct.c_int(i)]) for i, name in enumerate(COUNTERS)}
 
     def record(self, nodes: Mapping[int, str]) -> Recording:
@@ -91,11 +91,11 @@ class TraceProgram:
         """Take the run's cgroups out of scope and drop per-run kernel state: a
         socket-owner entry left behind could attribute a later run's socket
         (same netns inode and port) to this run's cgroup."""
-        scope = self.bpf["cgroups"]
+        scope = self.bpf[b"cgroups"]
         for cgroup_id in nodes:
             scope.pop(ct.c_uint64(cgroup_id), None)
-        self.bpf["known_socks"].clear()
-        self.bpf["listen_ports"].clear()
+        self.bpf[b"known_socks"].clear()
+        self.bpf[b"listen_ports"].clear()
 
     def _release(self) -> None:
         self._busy.release()
@@ -120,7 +120,7 @@ def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
               f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
     try:
         with quiet_stderr():
-            return BPF(src_file=str(BPF_DIR / "trace.bpf.c"), cflags=cflags)
+            return BPF(src_file=str(BPF_DIR / "trace.bpf.c").encode(), cflags=cflags)
     except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
         raise TracerUnavailable(
             f"loading bpf/trace.bpf.c failed ({err}); 'ldfi doctor' shows what is missing"
@@ -139,7 +139,7 @@ class Recording:
         program.ring.drain([])  # a previous run's stragglers go nowhere
         self._spans: list[bytes] = []
         self._before = program.counters()
-        scope = program.bpf["cgroups"]
+        scope = program.bpf[b"cgroups"]
         for cgroup_id in self.nodes:
             scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
         self._thread = threading.Thread(target=self._consume, name="ldfi-trace", daemon=True)
