@@ -27,15 +27,27 @@ def _ebpf_missing() -> str | None:
     return None if ok else detail
 
 
+def unavailable(message: str) -> None:
+    """Skip the calling test on a developer's machine that lacks what it needs;
+    under CI=true fail instead: a CI runner that lacks it is broken, and a
+    skip there would pass a suite that tested nothing."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: the CI runner must provide it)")
+    pytest.skip(message)
+
+
 def require_ebpf() -> None:
     """Skip the calling test when eBPF is unavailable; fail instead under CI=true."""
     why = _ebpf_missing()
-    if why is None:
-        return
-    message = f"eBPF unavailable: {why}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: a CI runner must have eBPF)")
-    pytest.skip(message)
+    if why is not None:
+        unavailable(f"eBPF unavailable: {why}")
+
+
+@pytest.fixture(scope="session")
+def root() -> None:
+    """Namespaces and cgroups need root: skip without it, fail under CI=true."""
+    if os.geteuid() != 0:
+        unavailable("needs root (network namespaces and cgroups)")
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import unavailable
 
 from tracer.kernel import cgroup2_root, quiet_stderr
 
@@ -302,8 +303,9 @@ def test_table_names_every_probe(doctor: DoctorRun) -> None:
     assert "Traceback" not in table.stderr
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_non_root_gets_one_line_about_root(ebpf: None) -> None:
+    if shutil.which("setpriv") is None:
+        unavailable("needs setpriv (util-linux, installed by make setup)")
     run_ = DoctorRun([], prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
     lines = run_.stderr.splitlines()
     assert run_.returncode != 0
@@ -317,7 +319,7 @@ def test_unusable_bpf_is_said_in_one_line(ebpf: None) -> None:
     must blame bpf() itself, once, instead of listing fifteen failures."""
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip("cannot create a user namespace here")
+        unavailable("cannot create a user namespace here")
     run_ = DoctorRun(["--json"], prefix=["unshare", "--user", "--map-root-user"])
     assert run_.returncode == 1
     lines = run_.stderr.splitlines()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import MODELS, ldfi, ldfi_resources, run_json
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and cgroups need root")
+pytestmark = pytest.mark.usefixtures("root")
 
 
 def write_scenario(tmp_path: Path, body: str) -> Path:

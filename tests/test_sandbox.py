@@ -3,7 +3,6 @@ cleanup on every exit path (normal, SIGTERM, Ctrl-C, kill -9 + ldfi gc)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from conftest import MODELS, REPO, ldfi, ldfi_resources
 
 from ldfi.sandbox import Sandbox, cgroups
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and cgroups need root")
+pytestmark = pytest.mark.usefixtures("root")
 
 
 def _alive(pid: int) -> bool:

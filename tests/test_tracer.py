@@ -29,7 +29,7 @@ from ldfi.traced_run import TracedRun, traced_run
 from tracer.events import FORK
 from tracer.kernel import cgroup2_root, cgroup_id
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the tracer and the sandbox need root")
+pytestmark = pytest.mark.usefixtures("ebpf")
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 TNODE_PY = PROGRAMS / "tnode.py"
