@@ -21,22 +21,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ldfi.readiness import wait_ready
 from ldfi.sandbox import Sandbox
+from ldfi.scenario import Ready
 from ldfi.trace import Topology, build_trace
 from tracer.program import TraceProgram
 
 REDIS = ("redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' "
          "--appendonly no")
-
-
-def _wait_listening(sb: Sandbox, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        table = Path(f"/proc/{sb.nodes['redis'].pid}/net/tcp").read_text()
-        if f":{port:04X} 00000000:0000 0A" in table:
-            return
-        time.sleep(0.01)
-    raise RuntimeError("redis-server did not start")
 
 
 def one_round(mode: str, requests: int, clients: int, program: TraceProgram | None,
@@ -49,7 +41,8 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
             recording = program.record({cid: name for name, cid in ids.items()})
         cmd = f"exec strace -f -o /dev/null {REDIS}" if mode == "strace" else f"exec {REDIS}"
         sb.start("redis", cmd, cwd=run_dir, env={})
-        _wait_listening(sb, 6379)
+        wait_ready(Ready("tcp", port=6379), sb.nodes["redis"], netns=sb.netns("redis"),
+                   cwd=run_dir, env={}, ready_cmd=None, deadline=time.monotonic() + 10)
         done = sb.run_client(
             f"redis-benchmark -h redis -p 6379 -n {requests} -c {clients} -t set,get --csv",
             cwd=run_dir, env={}, timeout=300, log_name="bench")

@@ -5,7 +5,6 @@ fault injector) hook in at fixed points without the runner knowing them."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -154,10 +153,8 @@ def _finish(sandbox: Sandbox, result: RunResult, started: float, run_dir: Path) 
         (run_dir / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
 
 
-def _values(scenario: Scenario, sandbox: Sandbox, run_dir: Path, node: str) -> dict[str, str]:
-    values = {name: addr for name, addr in sandbox.addresses.items() if name != CLIENT}
-    values.update(workdir=str(run_dir / "work"), scenario_dir=str(scenario.dir), node=node)
-    return values
+def _values(scenario: Scenario, sandbox: Sandbox, node: str) -> dict[str, str]:
+    return scenario.placeholder_values(sandbox.addresses, sandbox.run_dir / "work", node)
 
 
 def _run_steps(
@@ -178,9 +175,9 @@ def _start_nodes(
     scenario: Scenario, sandbox: Sandbox, result: RunResult, deadline: float
 ) -> None:
     """Start every node (in file order), then wait for each to be ready."""
-    run_dir = Path(result.run_dir)
+    rendered = []
     for node in scenario.nodes:
-        values = _values(scenario, sandbox, run_dir, node.name)
+        values = _values(scenario, sandbox, node.name)
         env = {k: render(v, values) for k, v in node.env.items()}
         proc = sandbox.start(node.name, render(node.cmd, values), cwd=node.cwd, env=env,
                              grace=node.stop_timeout)
@@ -188,14 +185,14 @@ def _start_nodes(
             node.name, sandbox.addresses[node.name], proc.pid, describe(node.ready), None,
             stdout=str(proc.stdout), stderr=str(proc.stderr),
         ))
-    for node, report in zip(scenario.nodes, result.nodes, strict=True):
-        values = _values(scenario, sandbox, run_dir, node.name)
+        rendered.append((values, env))
+    for node, report, (values, env) in zip(scenario.nodes, result.nodes, rendered, strict=True):
         ready_cmd = render(node.ready.cmd, values) if node.ready.cmd else None
-        env = {**os.environ, **{k: render(v, values) for k, v in node.env.items()}}
         try:
             report.ready_after = wait_ready(
                 node.ready, sandbox.nodes[node.name], netns=sandbox.netns(node.name),
-                cwd=node.cwd, env=env, ready_cmd=ready_cmd, deadline=deadline,
+                cwd=node.cwd, env=sandbox.environment(node.name, env), ready_cmd=ready_cmd,
+                deadline=deadline,
             )
         except NotReady as err:
             raise RunAborted(str(err)) from None
@@ -207,7 +204,7 @@ def _client_step(scenario: Scenario, sandbox: Sandbox, which: str, deadline: flo
     if remaining <= 0:
         raise RunAborted(f"the run timeout ({scenario.timeout:g}s) passed before the {which} ran")
     timeout = min(step.timeout, remaining) if step.timeout else remaining
-    values = _values(scenario, sandbox, Path(sandbox.run_dir), CLIENT)
+    values = _values(scenario, sandbox, CLIENT)
     cmd = render(step.cmd, values)
     env = {k: render(v, values) for k, v in step.env.items()}
     done: Finished = sandbox.run_client(cmd, cwd=step.cwd, env=env, timeout=timeout,

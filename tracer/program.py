@@ -180,7 +180,7 @@ class Recording:
         decoder = Decoder(self.nodes)
         records = split_records(self._spans)
         events = [e for e in map(decoder.decode, records) if e is not None]
-        lost = delta["lost_ringbuf"] + delta["lost_stash"] + delta["lost_mmsg"]
+        lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
         return RecordedRun(events, lost, delta)
 
 

@@ -142,8 +142,17 @@ class Sandbox:
         assert self.cgroups is not None
         return processes.launch(
             name, cmd, netns=self.netns(name), group=self.cgroups.groups[name], cwd=cwd,
-            env=_with_identity(env, name, self.run_dir), log_dir=self.log_dir, log_name=log_name,
+            env=self.environment(name, env), log_dir=self.log_dir, log_name=log_name,
         )
+
+    def environment(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
+        """What a command running as `name` sees: the engine's environment, the
+        scenario's env, and who and where it is."""
+        merged = dict(os.environ)
+        merged.update(env)
+        merged["LDFI_NODE"] = name
+        merged["LDFI_RUN_DIR"] = str(self.run_dir)
+        return merged
 
     def stop_node(self, name: str) -> None:
         proc = self.nodes.pop(name, None)
@@ -172,10 +181,3 @@ def _block_signals() -> set[signal.Signals]:
     """Block SIGINT/SIGTERM; return the previous mask (pending ones fire on restore)."""
     return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
-
-def _with_identity(env: Mapping[str, str], name: str, run_dir: Path) -> dict[str, str]:
-    merged = dict(os.environ)
-    merged.update(env)
-    merged["LDFI_NODE"] = name
-    merged["LDFI_RUN_DIR"] = str(run_dir)
-    return merged

@@ -113,7 +113,7 @@ def stop(processes: list[Process], grace: Mapping[str, float]) -> None:
         try:
             p.popen.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
-            p.popen.kill()  # never joined its group: kill it directly
+            p.popen.kill()  # alive though its group is empty (it moved itself out)
             p.popen.wait()
     reap_orphans(sessions, members)
 
