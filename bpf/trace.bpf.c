@@ -56,6 +56,9 @@ struct stash {
     u16 sa_len;     /* bytes of sa[] valid (connect/sendto/sendmsg, read at entry) */
     u32 msg_flags;
     u8  sa[32];     /* sockaddr_in6 is 28 bytes */
+    u16 fhits;      /* fault triggers this send matched (faults.bpf.c) */
+    u8  fsuppress;  /* a fault killed the caller: do not record the call */
+    u8  fdrop;      /* a fault is dropping this call's datagram */
     /* No payload here: a send's bytes are read at exit, straight into the
      * record. Copying them into this hash map value on every entry cost
      * more than the read itself. */
@@ -345,6 +348,8 @@ static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16
 #endif
 }
 
+#include "faults.bpf.c"
+
 /* ------------------------------------------------------------------ entry */
 
 #define MODE_NONE    0
@@ -394,6 +399,10 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
     } else if (uaddr && sys == SYS_CONNECT) {
         st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
     }
+    if (sk)
+        fault_enter(st, cg, sk, sys);
+    else
+        st->fhits = st->fsuppress = st->fdrop = 0;
     return 0;
 }
 
@@ -484,6 +493,8 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
     u64 cg = bpf_get_current_cgroup_id();
     if (st->sys != sys)
         goto out;  /* stale entry (tracer attached mid-syscall) */
+    if (fault_exit(st, ret))
+        goto out;  /* killed by a fault before this call took effect */
 #if DROP_EAGAIN
     if (ret == -L_EAGAIN)
         goto out;
@@ -801,6 +812,14 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         if (args->newstate != L_TCP_CLOSE)
             known_socks.update(&sk, &cg);
     }
+    /* byte by byte: a memcpy from the context compiled into a call or a
+     * modified-ctx dereference, both of which the verifier refuses */
+    u32 saddr4 = args->saddr[0] | args->saddr[1] << 8 | args->saddr[2] << 16
+                 | (u32)args->saddr[3] << 24;
+    u32 daddr4 = args->daddr[0] | args->daddr[1] << 8 | args->daddr[2] << 16
+                 | (u32)args->daddr[3] << 24;
+    fault_tcp_state(sk, cg, args->oldstate, args->newstate, args->family, saddr4, daddr4,
+                    args->sport, args->dport);
     struct ev_tcpstate *e = events.ringbuf_reserve(sizeof(struct ev_tcpstate));
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-from tracer.events import EXEC, EXIT, FORK, SOCK, TCP_STATE, Event
+from tracer.events import EXEC, EXIT, FAULT, FORK, SOCK, TCP_STATE, Event
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
@@ -26,6 +26,7 @@ def header_constants(path: Path = BPF_DIR / "trace.h") -> dict[str, int]:
 
 
 H = header_constants()
+H_FAULTS = header_constants(BPF_DIR / "faults.h")
 SYSCALLS = {v: k[4:].lower() for k, v in H.items() if k.startswith("SYS_")}
 PROTOCOLS = {6: "tcp", 17: "udp"}
 FAMILIES = {2: 4, 10: 6}
@@ -36,7 +37,9 @@ _PROC = struct.Struct("<IIIiII64s")  # struct ev_proc after the header
 _TCPSTATE = struct.Struct("<QiiHHHH16s16sB7x")  # struct ev_tcpstate after the header
 assert _HDR.size + _SOCK.size == H["EV_SOCK_SIZE_BASE"]
 assert _HDR.size + _PROC.size == H["EV_PROC_SIZE"]
+_FAULT = struct.Struct("<QQIIII")  # struct ev_fault after the header
 assert _HDR.size + _TCPSTATE.size == H["EV_TCPSTATE_SIZE"]
+assert _HDR.size + _FAULT.size == H_FAULTS["EV_FAULT_SIZE"]
 
 
 def _address(family: int, raw: bytes) -> str:
@@ -71,6 +74,8 @@ class Decoder:
             self._proc(event, kind, record)
         elif kind == H["EV_TCPSTATE"]:
             self._tcp_state(event, record)
+        elif kind == H_FAULTS["EV_FAULT"]:
+            self._fault(event, record)
         else:
             return None
         self.seq += 1
@@ -113,3 +118,8 @@ class Decoder:
         e.proto, e.family = PROTOCOLS.get(proto, ""), FAMILIES.get(family, 0)
         e.laddr, e.lport = _address(family, laddr), lport
         e.raddr, e.rport = _address(family, raddr), rport
+
+    def _fault(self, e: Event, record: bytes) -> None:
+        sk, ts_enter, slot, action, seq, _nth = _FAULT.unpack_from(record, _HDR.size)
+        e.kind, e.sk, e.ts_enter, e.fault_slot, e.fault_action = FAULT, sk, ts_enter, slot, action
+        e.seq_w = seq

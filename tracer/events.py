@@ -15,6 +15,7 @@ FORK = "fork"  # a process or thread was created
 EXEC = "exec"
 EXIT = "exit"
 TCP_STATE = "tcp_state"  # sock:inet_sock_set_state
+FAULT = "fault"  # an armed fault fired here (bpf/faults.bpf.c)
 
 SEND_CALLS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg"})
 RECV_CALLS = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg"})
@@ -63,6 +64,9 @@ class Event:
     # -- tcp_state ----------------------------------------------------------
     old_state: int = 0
     new_state: int = 0
+    # -- fault (also uses sk, ts_enter: the triggering send's, and seq_w) -----
+    fault_slot: int = -1  # index of the fault in the run's plan
+    fault_action: int = 0  # FA_* of bpf/faults.h
 
     @property
     def ok(self) -> bool:

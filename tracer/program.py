@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from tracer import btf
 from tracer.decode import BPF_DIR, Decoder, H
@@ -59,6 +62,7 @@ class TraceProgram:
         self.load_seconds = time.perf_counter() - started
         self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages)
         self._busy = threading.Lock()
+        self._tc: Any = None
 
     def close(self) -> None:
         """Detach and unload every program and map (they also go when the
@@ -71,6 +75,15 @@ class TraceProgram:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def tc_function(self) -> Any:
+        """The fault injector's tc classifier (bpf/faults.bpf.c), loaded once."""
+        if self._tc is None:
+            from bcc import BPF
+
+            with quiet_stderr():
+                self._tc = self.bpf.load_func(b"fault_tc", BPF.SCHED_CLS)
+        return self._tc
 
     def counters(self) -> dict[str, int]:
         table = self.bpf[b"counters"]
@@ -120,11 +133,29 @@ def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
               f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
     try:
         with quiet_stderr():
-            return BPF(src_file=str(BPF_DIR / "trace.bpf.c").encode(), cflags=cflags)
+            return BPF(text=program_source().encode(), cflags=cflags)
     except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
         raise TracerUnavailable(
             f"loading bpf/trace.bpf.c failed ({err}); 'ldfi doctor' shows what is missing"
         ) from None
+
+
+_INCLUDE_BPF_C = re.compile(r'^#include "(\w+\.bpf\.c)"$', re.M)
+
+
+def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
+    """trace.bpf.c with its `#include "x.bpf.c"` lines spliced in. bcc rewrites
+    map method calls (`m.lookup(&k)`) in the main file only: left in an
+    included file they compile into calls the verifier refuses."""
+
+    text = path.read_text()
+
+    def splice(match: re.Match[str]) -> str:
+        part = path.parent / match.group(1)
+        resume = text.count("\n", 0, match.end()) + 2
+        return f'#line 1 "{part.name}"\n{part.read_text()}\n#line {resume} "{path.name}"'
+
+    return _INCLUDE_BPF_C.sub(splice, text)
 
 
 class Recording:

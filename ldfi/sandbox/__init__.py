@@ -20,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldfi.sandbox import gc, processes
+from pyroute2 import IPRoute
+
+from ldfi.sandbox import cgroups, gc, processes
 from ldfi.sandbox.cgroups import RunCgroups
 from ldfi.sandbox.network import RunNetwork
 from ldfi.sandbox.processes import Process
@@ -50,6 +52,8 @@ class Sandbox:
         self.cgroups: RunCgroups | None = None
         self.nodes: dict[str, Process] = {}
         self.grace: dict[str, float] = {}
+        self._launches: dict[str, tuple[str, Path, dict[str, str]]] = {}
+        self.restarts: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -134,7 +138,41 @@ class Sandbox:
         proc = self._launch(name, cmd, cwd, env, log_name=name)
         self.nodes[name] = proc
         self.grace[name] = grace
+        self._launches[name] = (cmd, cwd, dict(env))
         return proc
+
+    def restart(self, name: str) -> Process:
+        """Start node `name`'s command again, as it was first started (crash-
+        recovery); its output goes to `<name>.restart<k>.out/.err`."""
+        cmd, cwd, env = self._launches[name]
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        old = self.nodes.get(name)
+        if old is not None:
+            old.popen.poll()  # reap it if it is gone
+        proc = self._launch(name, cmd, cwd, env, log_name=f"{name}.restart{self.restarts[name]}")
+        self.nodes[name] = proc
+        return proc
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL every process of node `name` at once (cgroup.kill); unlike
+        stop_node, the node stays known to the sandbox, as a crashed node."""
+        assert self.cgroups is not None
+        cgroups.kill_group(self.cgroups.groups[name])
+
+    def signal_node(self, name: str, sig: int) -> int:
+        """Send `sig` to every process of node `name`; returns how many."""
+        assert self.cgroups is not None
+        group = self.cgroups.groups[name]
+        pids = cgroups.procs(group)
+        cgroups.signal_group(group, sig)
+        return len(pids)
+
+    def netlink(self, name: str) -> IPRoute:
+        """A netlink socket inside `name`'s namespace (for tc filters on eth0)."""
+        assert self.network is not None
+        ipr = self.network.endpoints[name].ipr
+        assert ipr is not None
+        return ipr
 
     def _launch(
         self, name: str, cmd: str, cwd: Path, env: Mapping[str, str], log_name: str

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from tracer.events import Event
+from tracer.faults import FaultReport
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -108,6 +109,7 @@ class Trace:
     edges: list[Edge]
     vector_clocks: Mapping[int, dict[str, int]]  # event seq -> {"node/pid/tid": count}
     lost_events: int = 0
+    faults: list[FaultReport] = field(default_factory=list)  # armed for this run
     _by_id: dict[MessageId, Message] = field(init=False, repr=False, compare=False)
     _by_seq: dict[int, Event] = field(init=False, repr=False, compare=False)
     _graph: nx.DiGraph | None = field(init=False, repr=False, compare=False, default=None)

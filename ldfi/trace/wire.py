@@ -13,6 +13,7 @@ from typing import Any
 
 from bopbpf import trace_pb2
 from tracer.events import Event
+from tracer.faults import FaultReport
 
 from .graph import VectorClocks, thread_key
 from .model import Edge, Message, MessageId, Topology, Trace
@@ -70,6 +71,8 @@ def trace_to_proto(trace: Trace) -> trace_pb2.Trace:
         pb.edges.add(src=edge.src, dst=edge.dst, kind=_EDGE_KIND[edge.kind])
     for seq in sorted(trace.vector_clocks):
         pb.clocks.add(event=seq).clock.update(trace.vector_clocks[seq])
+    for f in trace.faults:
+        pb.faults.add(**dataclasses.asdict(f))
     return pb
 
 
@@ -104,8 +107,18 @@ def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
     threads = {e.seq: thread_key(e) for e in events}
     clocks = VectorClocks.from_dicts({c.event: dict(c.clock) for c in pb.clocks}, threads)
     edges = [Edge(e.src, e.dst, _EDGE_NAME[e.kind]) for e in pb.edges]
+    faults = [FaultReport(**{f.name: _plain(getattr(r, f.name)) for f in _FAULT_FIELDS})
+              for r in pb.faults]
     return Trace(dict(pb.meta), topo, events, [_message(m) for m in pb.messages], edges,
-                 clocks, pb.lost_events)
+                 clocks, pb.lost_events, faults)
+
+
+_FAULT_FIELDS = dataclasses.fields(FaultReport)
+
+
+def _plain(value: Any) -> Any:
+    """protobuf repeated fields -> lists"""
+    return list(value) if hasattr(value, "extend") else value
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
@@ -177,5 +190,6 @@ def trace_to_json(trace: Trace) -> dict[str, Any]:
                    "cgroup": topo.cgroups.get(n)} for n in topo.nodes],
         "messages": [message_json(m) for m in trace.messages],
         "edges": [{"src": e.src, "dst": e.dst, "kind": e.kind} for e in trace.edges],
+        "faults": [dataclasses.asdict(f) for f in trace.faults],
         "events": [_event_json(e, trace.vector_clocks[e.seq]) for e in trace.events],
     }
