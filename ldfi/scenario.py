@@ -97,6 +97,10 @@ class Scenario:
     nodes: tuple[Node, ...]
     workload: Command
     check: Command
+    # [faults] and [outcome] as validated values (every key present, None =
+    # not given); the solver and the lineage give them meaning
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    outcome: Mapping[str, Any] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -147,6 +151,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "node": Key("tables", required=True),
         "workload": Key("table", required=True),
         "check": Key("table", required=True),
+        "faults": Key("table"),
+        "outcome": Key("table"),
     },
     "run": {
         "timeout": Key("timeout", default=60.0),
@@ -162,6 +168,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "workload": _COMMAND_KEYS,
     "check": _COMMAND_KEYS,
+    # the default fault budget of `ldfi run` (flags override each key)
+    "faults": {
+        "kinds": Key("names"),
+        "max_faults": Key("count"),
+        "max_crashes": Key("count"),
+        "per_kind": Key("counts"),
+        "horizon": Key("count"),
+        "include_client": Key("flag"),
+    },
+    # what the good outcome is, when "the client's causal past" is too broad
+    "outcome": {
+        "node": Key("text"),
+        "payload": Key("regex"),
+    },
     "ready": {
         "tcp": Key("port"),
         "udp": Key("port"),
@@ -542,7 +562,37 @@ def _as_tables(value: Any, ctx: _Context, where: _Where, key: str) -> list[dict[
     return value
 
 
+def _as_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _wrong_type(value, ctx, where, key, "a whole number >= 0", f"write {key} = 1")
+    return value
+
+
+def _as_flag(value: Any, ctx: _Context, where: _Where, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong_type(value, ctx, where, key, "true or false", f"write {key} = true")
+    return value
+
+
+def _as_names(value: Any, ctx: _Context, where: _Where, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _wrong_type(value, ctx, where, key, "a list of names",
+                          f'write {key} = ["omission", "crash"]')
+    return tuple(value)
+
+
+def _as_counts(value: Any, ctx: _Context, where: _Where, key: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise _wrong_type(value, ctx, where, key, "a table of counts",
+                          f"write {key} = {{ crash = 1 }}")
+    return {name: _as_count(v, ctx, where, key) for name, v in value.items()}
+
+
 _CONVERTERS: dict[str, Converter] = {
+    "count": _as_count,
+    "flag": _as_flag,
+    "names": _as_names,
+    "counts": _as_counts,
     "text": _as_text,
     "scenario_name": _as_scenario_name,
     "command": _as_command,
@@ -758,7 +808,19 @@ def _scenario(doc: dict[str, Any], file: Path, ctx: _Context) -> Scenario:
         nodes=nodes,
         workload=_command(top["workload"], "workload", ctx),
         check=_command(top["check"], "check", ctx),
+        faults=_table(top["faults"] or {}, "faults", ctx, _Where(("faults",), "[faults]")),
+        outcome=_outcome(top["outcome"] or {}, ctx),
     )
+
+
+def _outcome(raw: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+    where = _Where(("outcome",), "[outcome]")
+    values = _table(raw, "outcome", ctx, where)
+    node = values["node"]
+    if node is not None and node not in ctx.node_names and node != "client":
+        raise ctx.error(where, "node", f"no node named {node!r}",
+                        f"use one of: {', '.join((*ctx.node_names, 'client'))}")
+    return values
 
 
 def _node_tables(

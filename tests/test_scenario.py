@@ -209,6 +209,9 @@ def test_full_scenario_parses_to_exact_values(tmp_path: Path) -> None:
             timeout=20.0,
         ),
         check=Command(cmd="grep -q OK {workdir}/result", cwd=srv, env={}, timeout=3.0),
+        faults=dict.fromkeys(("kinds", "max_faults", "max_crashes", "per_kind", "horizon",
+                              "include_client")),
+        outcome={"node": None, "payload": None},
     )
 
 
@@ -259,8 +262,15 @@ BAD = [
     # unknown keys, everywhere
     ("unknown top key", {1: 'nam = "demo"'}, {}, 1,
      ["unknown key 'nam' (nam)", "did you mean 'name'?", "name, run, node, workload, check"]),
-    ("unknown top table", {}, {19: "[faults]\nx = 1"}, 20,
-     ["unknown key 'faults' (faults)", "allowed keys: name, run, node, workload, check"]),
+    ("unknown top table", {}, {19: "[fault]\nx = 1"}, 20,
+     ["unknown key 'fault' (fault)", "did you mean 'faults'?",
+      "allowed keys: name, run, node, workload, check, faults, outcome"]),
+    ("unknown faults key", {}, {19: "[faults]\nmax_fault = 1"}, 21,
+     ["unknown key 'max_fault' ([faults] max_fault)", "did you mean 'max_faults'?"]),
+    ("negative budget", {}, {19: "[faults]\nmax_faults = -1"}, 21,
+     ["max_faults must be a whole number >= 0"]),
+    ("unknown outcome node", {}, {19: '[outcome]\nnode = "nobody"'}, 21,
+     ["no node named 'nobody' ([outcome] node)"]),
     ("unknown run key", {4: 'setle = "1s"'}, {}, 4,
      ["unknown key 'setle' ([run] setle)", "allowed keys: timeout, settle"]),
     ("unknown node key", {}, {13: 'comand = "x"'}, 14,
