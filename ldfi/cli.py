@@ -4,6 +4,7 @@ subcommand, and turn UserError into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -25,20 +26,31 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ldfi.errors import EXIT_BUG, EXIT_OK, require_root
-    from ldfi.runner import run_once
+    from ldfi.errors import require_root
     from ldfi.scenario import load_scenario
-    from ldfi.summary import print_run
 
     scenario = load_scenario(args.scenario)
-    if not args.no_faults:
-        raise UserError(
-            "the LDFI search loop is not available yet: run the scenario once with "
-            f"'ldfi run {args.scenario} --no-faults'"
-        )
+    if args.no_faults and args.inject:
+        raise UserError("--no-faults and --inject exclude each other: pick one")
+    options = None if args.no_faults or args.inject else _search_options(args, scenario)
+    plan = _plan(args.inject, scenario) if args.inject else None
     require_root("run")
     store = _writable_store(args.store)
     json_out = _writable_file(args.json, "--json")
+    if args.no_faults:
+        return _run_once(scenario, store, json_out)
+    program = _trace_program()
+    with program:
+        if plan is not None:
+            return _inject_once(scenario, store, program, plan, json_out)
+        return _search(scenario, store, program, options, json_out)
+
+
+def _run_once(scenario, store: Path, json_out: Path | None) -> int:
+    from ldfi.errors import EXIT_BUG, EXIT_OK
+    from ldfi.runner import run_once
+    from ldfi.summary import print_run
+
     result = run_once(scenario, store)
     print_run(result)
     if json_out:
@@ -48,24 +60,154 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.predicate_ok else EXIT_BUG
 
 
+def _search_options(args: argparse.Namespace, scenario):
+    from ldfi.durations import parse_duration
+    from ldfi.engine import SearchOptions
+    from ldfi.solver.budget import Budget
+
+    table = dict(scenario.faults)
+    for key, value in (("kinds", args.kinds), ("max_faults", args.max_faults),
+                       ("max_crashes", args.max_crashes), ("horizon", args.horizon)):
+        if value is not None:
+            table[key] = tuple(k.strip() for k in value.split(",") if k.strip()) \
+                if key == "kinds" else value
+    if args.include_client:
+        table["include_client"] = True
+    budget = Budget.from_mapping({k: v for k, v in table.items() if v is not None},
+                                 f"{args.scenario}: [faults] and flags")
+    for flag, value in (("--max-runs", args.max_runs), ("--reruns", args.reruns)):
+        if value < (1 if flag == "--max-runs" else 0):
+            raise UserError(f"{flag} {value}: must be at least "
+                            f"{1 if flag == '--max-runs' else 0}")
+    time_budget = None
+    if args.time_budget:
+        try:
+            time_budget = parse_duration(args.time_budget)
+        except ValueError as err:
+            raise UserError(f"--time-budget {args.time_budget}: {err}") from None
+    return SearchOptions(budget=budget, strategy=args.strategy, max_runs=args.max_runs,
+                         time_budget=time_budget, reruns=args.reruns, seed=args.seed)
+
+
+def _plan(text: str, scenario):
+    from ldfi.faults import ArmContext, arm, parse_plan
+    from tracer.injector import PlannedFault
+
+    faults = parse_plan(text)
+    known = {n.name for n in scenario.nodes} | {"client"}
+    for fault in faults:
+        unknown = sorted(fault.nodes - known)
+        if unknown:
+            raise UserError(f"--inject {str(fault)!r}: no node named {unknown[0]!r} in "
+                            f"{scenario.path} (nodes: {', '.join(sorted(known))})")
+    context = ArmContext(nodes=tuple(n.name for n in scenario.nodes))
+    return [PlannedFault(str(f), *arm(f, context)) for f in faults]
+
+
+def _trace_program(payload: int = 64):
+    from tracer.program import TraceProgram, TracerUnavailable
+
+    try:
+        return TraceProgram(payload_bytes=payload)
+    except TracerUnavailable as err:
+        raise UserError(str(err), EXIT_INCONCLUSIVE) from None
+
+
+def _inject_once(scenario, store: Path, program, plan, json_out: Path | None) -> int:
+    from ldfi.errors import EXIT_BUG, EXIT_OK
+    from ldfi.summary import print_faults, print_run
+    from ldfi.traced_run import traced_run
+
+    run = traced_run(scenario, store, program, plan)
+    print_run(run.result)
+    print_faults(run.trace.faults)
+    print(f"trace: {run.trace_path}")
+    if json_out:
+        data = run.result.to_json()
+        data["faults"] = [dataclasses.asdict(f) for f in run.trace.faults]
+        data["trace"] = str(run.trace_path)
+        json_out.write_text(json.dumps(data, indent=2) + "\n")
+    if run.result.status == "error":
+        return EXIT_INCONCLUSIVE
+    return EXIT_OK if run.result.predicate_ok else EXIT_BUG
+
+
+def _search(scenario, store: Path, program, options, json_out: Path | None) -> int:
+    from ldfi.engine import BUG, CERTIFIED, search
+    from ldfi.errors import EXIT_BUG, EXIT_OK
+    from ldfi.report import Progress, print_verdict
+
+    with Progress(scenario.name, options.strategy) as progress:
+        result = search(scenario, options, program, store, progress)
+    print_verdict(result)
+    if json_out:
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return {BUG: EXIT_BUG, CERTIFIED: EXIT_OK}.get(result.verdict, EXIT_INCONCLUSIVE)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ldfi.errors import EXIT_BUG, EXIT_OK, require_root
+    from ldfi.scenario import load_scenario
+    from ldfi.traced_run import traced_run
+
+    report = _read_report(args.report)
+    scenario = load_scenario(report["scenario_path"])
+    cx = report.get("counterexample")
+    if not cx:
+        raise UserError(f"{args.report}: verdict {report.get('verdict')!r} has no "
+                        "counterexample to replay")
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs}: must be at least 1")
+    plan = _plan("; ".join(cx["faults"]), scenario) if cx["faults"] else []
+    require_root("replay")
+    store = _writable_store(args.store)
+    failed = 0
+    with _trace_program() as program:
+        for i in range(args.runs):
+            run = traced_run(scenario, store, program, plan)
+            broke = run.result.predicate_ok is False
+            failed += broke
+            fired = ", ".join(("fired" if f.fired else "DID NOT FIRE") for f in run.trace.faults)
+            print(f"replay {i + 1}/{args.runs}: "
+                  f"{'predicate FAILS' if broke else 'predicate holds'}"
+                  f"{' (' + fired + ')' if fired else ''}  {run.result.run_dir}")
+    print(f"reproduced {failed}/{args.runs}: {'; '.join(cx['faults']) or 'no faults'}")
+    return EXIT_BUG if failed else EXIT_OK
+
+
+def _read_report(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give a report.json written by 'ldfi run'") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a search report ({err})") from None
+    if not isinstance(data, dict) or "scenario_path" not in data or "verdict" not in data:
+        raise UserError(f"{path}: not a search report (no scenario_path/verdict)")
+    return data
+
+
+def _faults(args: argparse.Namespace) -> int:
+    from ldfi.faults import get, kinds
+
+    for kind in kinds():
+        model = get(kind)
+        print(f"{kind:<10} {model.summary}\n{'':<10} e.g. {model.example}")
+    return 0
+
+
 def _trace(args: argparse.Namespace) -> int:
     from ldfi.errors import EXIT_OK, require_root
     from ldfi.scenario import load_scenario
     from ldfi.summary import print_run, print_trace
     from ldfi.traced_run import traced_run
-    from tracer.program import TraceProgram, TracerUnavailable
-
     scenario = load_scenario(args.scenario)
     if not 0 <= args.payload <= 4096:
         raise UserError(f"--payload {args.payload}: must be 0 (off) to 4096 bytes")
     require_root("trace")
     store = _writable_store(args.store)
     output = _writable_file(args.output, "-o")
-    try:
-        program = TraceProgram(payload_bytes=args.payload)
-    except TracerUnavailable as err:
-        raise UserError(str(err), EXIT_INCONCLUSIVE) from None
-    with program:
+    with _trace_program(args.payload) as program:
         run = traced_run(scenario, store, program)
     print_run(run.result)
     print_trace(run.trace, run.trace_path)
@@ -145,14 +287,44 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the probe results as JSON")
     doctor.set_defaults(handler=_doctor)
 
-    run = sub.add_parser("run", help="run a scenario (once, with --no-faults)")
+    run = sub.add_parser(
+        "run", help="search for a fault-tolerance bug (LDFI), or run once (--no-faults, --inject)")
     run.add_argument("scenario", help="path to the scenario TOML file")
-    run.add_argument(
+    once = run.add_argument_group("one run instead of a search")
+    once.add_argument(
         "--no-faults", action="store_true", help="run the scenario once, without faults, and report"
     )
-    run.add_argument("--store", default="ldfi-store", help="where run directories go")
+    once.add_argument("--inject", metavar="PLAN",
+                      help='run once with these faults, e.g. "crash(server, before send 3)"; '
+                           "several separated by ';' (docs/fault-models.md)")
+    budget = run.add_argument_group("fault budget (defaults: the scenario's [faults] table)")
+    budget.add_argument("--kinds", metavar="K,K", help="fault kinds, e.g. omission,cut,crash")
+    budget.add_argument("--max-faults", type=int, metavar="N", help="faults per hypothesis")
+    budget.add_argument("--max-crashes", type=int, metavar="N", help="crashes per hypothesis")
+    budget.add_argument("--horizon", type=int, metavar="N",
+                        help="only fault messages/sends with ordinal below N (Molly's EFF)")
+    budget.add_argument("--include-client", action="store_true",
+                        help="also fault the workload's and check's own messages")
+    search = run.add_argument_group("search")
+    search.add_argument("--strategy", choices=["ldfi", "random", "exhaustive"], default="ldfi")
+    search.add_argument("--max-runs", type=int, default=200, metavar="N",
+                        help="stop (inconclusive) after N runs (default 200)")
+    search.add_argument("--time-budget", metavar="DURATION", help="stop after this long, e.g. 10m")
+    search.add_argument("--reruns", type=int, default=3, metavar="N",
+                        help="re-runs of a bug to measure its reproduction (default 3)")
+    search.add_argument("--seed", type=int, metavar="N", help="seed of the random strategy")
+    run.add_argument("--store", default="ldfi-store", help="where runs and reports go")
     run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     run.set_defaults(handler=_run)
+
+    replay = sub.add_parser("replay", help="re-run a search's counterexample")
+    replay.add_argument("report", help="the report.json of a search (printed by 'ldfi run')")
+    replay.add_argument("--runs", type=int, default=1, metavar="N", help="how many times")
+    replay.add_argument("--store", default="ldfi-store", help="where run directories go")
+    replay.set_defaults(handler=_replay)
+
+    faults = sub.add_parser("faults", help="list the fault kinds (built-in and plugins)")
+    faults.set_defaults(handler=_faults)
 
     trace = sub.add_parser("trace", help="run a scenario once under the eBPF tracer")
     trace.add_argument("scenario", help="path to the scenario TOML file")

@@ -65,6 +65,7 @@ class RunResult:
     workload: StepReport | None = None
     check: StepReport | None = None
     predicate_ok: bool | None = None  # None: the run did not get as far as the check
+    vacuous: bool = False  # the check said "good, vacuously" ([check] vacuous_exit)
     error: str | None = None  # why the run could not complete (inconclusive)
     wall: float = 0.0
     sandbox_setup: float = 0.0
@@ -168,7 +169,9 @@ def _run_steps(
     settle_until = min(time.monotonic() + scenario.settle, deadline)
     time.sleep(max(0.0, settle_until - time.monotonic()))
     result.check = _client_step(scenario, sandbox, "check", deadline)
-    result.predicate_ok = result.check.exit_code == 0
+    code = result.check.exit_code
+    result.vacuous = code is not None and code == scenario.check.vacuous_exit
+    result.predicate_ok = code == 0 or result.vacuous
 
 
 def _start_nodes(

@@ -75,6 +75,10 @@ class Command:
     cwd: Path
     env: dict[str, str] = field(hash=False)
     timeout: float | None  # None: only the run's timeout bounds it
+    # check only: the exit status meaning "good, but only vacuously" (Molly's
+    # precondition did not hold, e.g. nobody delivered anything): the run
+    # passes, and the search learns no lineage from it
+    vacuous_exit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "stop_timeout": Key("timeout", default=2.0),
     },
     "workload": _COMMAND_KEYS,
-    "check": _COMMAND_KEYS,
+    "check": {**_COMMAND_KEYS, "vacuous_exit": Key("exit_status")},
     # the default fault budget of `ldfi run` (flags override each key)
     "faults": {
         "kinds": Key("names"),
@@ -181,6 +185,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "outcome": {
         "node": Key("text"),
         "payload": Key("regex"),
+        "on": Key("text"),
     },
     "ready": {
         "tcp": Key("port"),
@@ -568,6 +573,13 @@ def _as_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
     return value
 
 
+def _as_exit_status(value: Any, ctx: _Context, where: _Where, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+        raise _wrong_type(value, ctx, where, key, "an exit status from 1 to 255",
+                          f"write {key} = 3")
+    return value
+
+
 def _as_flag(value: Any, ctx: _Context, where: _Where, key: str) -> bool:
     if not isinstance(value, bool):
         raise _wrong_type(value, ctx, where, key, "true or false", f"write {key} = true")
@@ -590,6 +602,7 @@ def _as_counts(value: Any, ctx: _Context, where: _Where, key: str) -> dict[str, 
 
 _CONVERTERS: dict[str, Converter] = {
     "count": _as_count,
+    "exit_status": _as_exit_status,
     "flag": _as_flag,
     "names": _as_names,
     "counts": _as_counts,
@@ -914,4 +927,5 @@ def _command(raw: dict[str, Any], table: str, ctx: _Context) -> Command:
     for var, text in env.items():
         _check_template(text, ctx, where.sub("env"), var, CLIENT)
     _check_command(values["cmd"], cwd, env, ctx, where, "cmd", CLIENT)
-    return Command(cmd=values["cmd"], cwd=cwd, env=env, timeout=values["timeout"])
+    return Command(cmd=values["cmd"], cwd=cwd, env=env, timeout=values["timeout"],
+                   vacuous_exit=values.get("vacuous_exit"))

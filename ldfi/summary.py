@@ -8,6 +8,7 @@ from rich.table import Table
 
 from ldfi.runner import RunResult, StepReport
 from ldfi.trace import Trace
+from tracer.faults import FaultReport
 
 
 def _step_line(name: str, step: StepReport | None) -> str:
@@ -36,6 +37,9 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     console.print(f"run directory: {result.run_dir}", soft_wrap=True)
     if result.status == "error":
         console.print(f"[bold yellow]INCONCLUSIVE[/]: {result.error}", soft_wrap=True)
+    elif result.vacuous:
+        console.print(f"[bold green]PREDICATE HOLDS VACUOUSLY[/]: the check exited "
+                      f"{result.check.exit_code if result.check else '-'} (vacuous_exit)")
     elif result.predicate_ok:
         console.print("[bold green]PREDICATE HOLDS[/]: the check exited 0")
     else:
@@ -69,3 +73,13 @@ def print_trace(trace: Trace, path: object, console: Console | None = None) -> N
     if not trace.complete:
         console.print(f"[bold yellow]INCOMPLETE TRACE[/]: the kernel lost {trace.lost_events} "
                       "events (ring buffer full); messages may be missing")
+
+
+def print_faults(reports: list[FaultReport], console: Console | None = None) -> None:
+    """One line per armed fault: fired or not, where, and what it did."""
+    console = console or Console(highlight=False)
+    for report in reports:
+        style = "green" if report.fired else "bold yellow"
+        console.print(f"[{style}]fault[/] {report.describe()}", soft_wrap=True)
+        for note in report.notes:
+            console.print(f"      {note}", soft_wrap=True)

@@ -211,7 +211,7 @@ def test_full_scenario_parses_to_exact_values(tmp_path: Path) -> None:
         check=Command(cmd="grep -q OK {workdir}/result", cwd=srv, env={}, timeout=3.0),
         faults=dict.fromkeys(("kinds", "max_faults", "max_crashes", "per_kind", "horizon",
                               "include_client")),
-        outcome={"node": None, "payload": None},
+        outcome={"node": None, "payload": None, "on": None},
     )
 
 

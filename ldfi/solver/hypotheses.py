@@ -1,0 +1,262 @@
+"""Fault hypotheses, smallest first: the LDFI search state across runs.
+
+    hyp = Hypotheses(Budget(max_faults=2))
+    hyp.add_support(lineage(good_trace).support)
+    while (faults := hyp.next()) is not None:
+        ...run with faults; if the outcome still holds:
+        hyp.add_support(lineage(that_trace).support)
+
+`next()` proposes a set of faults that, by the fault models' killers, breaks
+every support seen so far (the outcome's every known derivation loses a
+message group), within the budget, never one proposed or marked tried
+before, and fewer faults before more. None means no such set is left:
+certified within the budget (or, for "random"/"exhaustive", the space of
+candidates seen so far is used up).
+
+Candidates are the faults some support's killers named. Those with the same
+profile in every support (reduce.py) form a class; z3 solves over classes
+(encode.py) and the members of a solution's classes are enumerated here,
+so a 100k-message support is a formula of a handful of variables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Hashable, Iterable, Iterator
+
+from ldfi.errors import UserError
+from ldfi.faults import Fault, registry
+from ldfi.lineage import Support
+
+from .budget import Budget
+from .encode import Formula, Klass
+from .reduce import SINGLE, Shape, Token, reduce_support
+from .space import Space
+
+STRATEGIES = ("ldfi", "random", "exhaustive")
+_RANDOM_TRIES = 1000  # samples before falling back to a scan for an untried set
+
+_Sig = tuple[object, ...]  # ("root", kind, key) | (parent id, support index, profile)
+
+
+class Hypotheses:
+    """The search. strategy: "ldfi" (hitting sets of the supports, z3),
+    "random" (uniform over every fault set the budget admits over the
+    candidates seen so far, seeded), "exhaustive" (all those sets in order)."""
+
+    def __init__(self, budget: Budget | None = None, *, strategy: str = "ldfi",
+                 seed: int = 0) -> None:
+        if strategy not in STRATEGIES:
+            raise UserError(f"unknown search strategy {strategy!r}: use one of "
+                            f"{', '.join(STRATEGIES)}")
+        self.budget = (budget or Budget()).check()
+        self.strategy = strategy
+        self._rng = random.Random(seed)
+        self._models = registry.models(self.budget.kinds)
+        self._sig: dict[Fault, int] = {}  # candidate -> its signature (class) id
+        self._sig_ids: dict[_Sig, int] = {}
+        self._sigs: list[_Sig] = []
+        self._shapes: list[Shape] = []
+        self._anchors: dict[Hashable, dict[Fault, float]] = {}  # logical chain -> fault -> place
+        self._placed: dict[Fault, list[tuple[Hashable, float]]] = {}  # fault -> its chains
+        self._tried: set[frozenset[Fault]] = set()
+        self.incomplete_supports = 0  # supports from traces that lost events
+        self._dirty = True
+        self._classes: list[Klass] = []
+        self._space: Space | None = None
+        self._pending: Iterator[frozenset[Fault]] = iter(())
+        self._formula: Formula | None = None
+        self._size = 1
+
+    # ---------------------------------------------------------------- input
+
+    def add_support(self, support: Support) -> None:
+        """What a good run's outcome depended on: from now on every proposal
+        must break it too."""
+        faultable = support.view(self.budget.include_client).faultable
+        shape, found = reduce_support(support, self._models, self.budget.include_client,
+                                      lambda f: self.budget.admits(f, faultable),
+                                      self.budget.max_faults)
+        s = len(self._shapes)
+        self._shapes.append(shape)
+        for chain, placed in found.logical.items():
+            known = self._anchors.setdefault(chain, {})
+            for fault, at in placed.items():
+                if fault not in known:  # a fault's place on a logical chain is fixed
+                    known[fault] = at
+                    self._placed.setdefault(fault, []).append((chain, at))
+        tokens: dict[Fault, set[Token]] = {}
+        for fault in found.single_points:
+            tokens.setdefault(fault, set()).add(SINGLE)
+        for fault, atoms in found.atom_points.items():
+            tokens.setdefault(fault, set()).update(("p", a) for a in atoms)
+        for chain, placed in found.local.items():
+            for fault, at in placed.items():
+                tokens.setdefault(fault, set()).update(shape.chain_tokens(chain, at))
+        for chain in shape.logical:  # every fault on it, from any run, reaches this one
+            for fault, at in self._anchors.get(chain, {}).items():
+                tokens.setdefault(fault, set()).update(shape.chain_tokens(chain, at))
+        for fault, mine in tokens.items():
+            old = self._sig.get(fault)
+            sig = old if old is not None else self._history(fault, s)
+            if mine:
+                sig = self._intern((sig, s, frozenset(mine)))
+            if old is not None or sig != self._root(fault):  # new: only if it kills something
+                self._sig[fault] = sig
+        self.incomplete_supports += not support.complete
+        self._dirty = True
+
+    def mark_tried(self, hypothesis: Iterable[Fault]) -> None:
+        """Never propose this exact set (its supersets stay possible)."""
+        self._tried.add(frozenset(hypothesis))
+
+    # --------------------------------------------------------------- output
+
+    def next(self) -> frozenset[Fault] | None:
+        """The next hypothesis (recorded as tried), or None when none is left."""
+        if self._dirty:
+            self._rebuild()
+        if self.strategy == "random":
+            found = self._next_random()
+        elif self.strategy == "exhaustive":
+            found = next((h for h in self._pending if h not in self._tried), None)
+        else:
+            found = self._next_ldfi()
+        if found is not None:
+            self._tried.add(found)
+        return found
+
+    @property
+    def candidates(self) -> list[Fault]:
+        """Every fault some support's killers named and the budget admits, sorted."""
+        return sorted(self._sig, key=Fault.sort_key)
+
+    @property
+    def supports(self) -> int:
+        return len(self._shapes)
+
+    @property
+    def tried(self) -> int:
+        return len(self._tried)
+
+    @property
+    def classes(self) -> int:
+        """How many classes of interchangeable candidates the formula has."""
+        if self._dirty:
+            self._rebuild()
+        return len(self._classes)
+
+    def search_space(self) -> int:
+        """How many fault sets the budget admits over the candidates known so
+        far (exact): what an exhaustive search would have to run."""
+        if self._dirty:
+            self._rebuild()
+        return self._get_space().count()
+
+    # ------------------------------------------------------------ internals
+
+    def _intern(self, sig: _Sig) -> int:
+        found = self._sig_ids.get(sig)
+        if found is None:
+            found = self._sig_ids[sig] = len(self._sigs)
+            self._sigs.append(sig)
+        return found
+
+    def _root(self, fault: Fault) -> int:
+        return self._intern(("root", fault.kind, registry.get(fault.kind).exclusive(fault)))
+
+    def _history(self, fault: Fault, before: int) -> int:
+        """A new candidate's signature over the supports before `before`: on
+        logical chains it may kill messages of runs seen before it was."""
+        sig = self._root(fault)
+        placed = self._placed.get(fault, ())
+        for s in range(before) if placed else ():
+            shape = self._shapes[s]
+            mine = {t for chain, at in placed if chain in shape.logical
+                    for t in shape.chain_tokens(chain, at)}
+            if mine:
+                sig = self._intern((sig, s, frozenset(mine)))
+        return sig
+
+    def _rebuild(self) -> None:
+        """Classes, formula and space for the supports so far; the search
+        restarts at size 1 (new candidates may make small sets possible), and
+        skips what was tried."""
+        members: dict[int, list[Fault]] = {}
+        for fault, sig in self._sig.items():
+            members.setdefault(sig, []).append(fault)
+        classes = (self._klass(sig, sorted(fs, key=Fault.sort_key))
+                   for sig, fs in members.items())
+        self._classes = sorted(classes, key=lambda c: c.members[0].sort_key())
+        self._space = None
+        self._dirty = False
+        self._size = 1
+        if self.strategy == "exhaustive":
+            self._pending = iter(self._get_space())
+        else:
+            self._pending = iter(())
+        self._formula = None
+
+    def _get_space(self) -> Space:
+        if self._space is None:
+            self._space = Space(self._sig, self.budget)
+        return self._space
+
+    def _klass(self, sig: int, faults: list[Fault]) -> Klass:
+        profiles: dict[int, frozenset[Token]] = {}
+        node = self._sigs[sig]
+        while node[0] != "root":
+            parent, s, profile = node
+            profiles[s] = profile  # type: ignore[index, assignment]
+            node = self._sigs[parent]  # type: ignore[index]
+        _, kind, key = node
+        return Klass(faults, str(kind), key, profiles)
+
+    def _next_ldfi(self) -> frozenset[Fault] | None:
+        if not self._shapes:
+            return None
+        if self._formula is None:
+            self._formula = Formula(self._classes, self._shapes, self.budget)
+        while True:
+            for h in self._pending:
+                if h not in self._tried:
+                    return h
+            vector = self._formula.next_vector(self._size)
+            if vector is not None:
+                self._pending = self._choices(vector)
+                continue
+            if self._size >= self.budget.max_faults:
+                return None
+            self._size += 1
+
+    def _choices(self, vector: tuple[int, ...]) -> Iterator[frozenset[Fault]]:
+        """Every way to take vector[c] members of each class c, in order, made
+        lazily (a class may have 10^5 members: never materialize the product)."""
+        parts = [(c.members, n) for c, n in zip(self._classes, vector, strict=True) if n]
+        for combo in _product(parts):
+            yield frozenset(combo)
+
+    def _next_random(self) -> frozenset[Fault] | None:
+        space = self._get_space()
+        untried = space.count() - sum(1 for h in self._tried if space.admits(h))
+        if untried <= 0:
+            return None
+        for _ in range(_RANDOM_TRIES):
+            h = space.sample(self._rng)
+            if h is not None and h not in self._tried:
+                return h
+        # nearly used up: take the first untried set, in order
+        return next((h for h in space if h not in self._tried), None)
+
+
+def _product(parts: list[tuple[list[Fault], int]]) -> Iterator[tuple[Fault, ...]]:
+    """itertools.product of combinations(members, n) per part, without
+    itertools.product's up-front materialization of its inputs."""
+    if not parts:
+        yield ()
+        return
+    (members, n), rest = parts[0], parts[1:]
+    for head in itertools.combinations(members, n):
+        for tail in _product(rest):
+            yield head + tail

@@ -1,0 +1,129 @@
+"""The LDFI loop end to end, through the CLI, on real protocol models (real
+processes, real eBPF, real namespaces): a one-fault bug found at the second
+run and confirmed, a model certified within its budget, a bug that needs a
+crash found only once crashes are allowed, the other verdicts, and the
+report and replay a person uses afterwards. Plus ddmin on its own."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from conftest import MODELS, ldfi
+
+from ldfi.engine.minimize import ddmin
+
+pytestmark = pytest.mark.usefixtures("ebpf")
+
+
+def search(tmp_path: Path, model: str, *flags: str) -> tuple[int, dict]:
+    out = tmp_path / "result.json"
+    done = ldfi("run", str(MODELS / model / "scenario.toml"), "--store", str(tmp_path / "store"),
+                "--json", str(out), *flags)
+    assert out.exists(), done.stderr
+    return done.returncode, json.loads(out.read_text())
+
+
+def test_one_omission_bug_is_found_at_the_second_run(tmp_path):
+    code, result = search(tmp_path, "simple-deliv", "--kinds", "omission", "--max-faults", "1",
+                          "--reruns", "2")
+    assert code == 1 and result["verdict"] == "bug"
+    runs = result["runs_detail"]
+    assert [r["purpose"] for r in runs[:2]] == ["fault-free", "hypothesis"]
+    assert runs[0]["predicate"] is True and runs[1]["predicate"] is False  # run 2 broke it
+    cx = result["counterexample"]
+    assert cx["faults"] in (["omission(a->b:udp0#0)"], ["omission(a->c:udp0#0)"])
+    assert cx["reproduced"] == cx["attempts"] == 2
+    fired = runs[1]["faults"][0]
+    assert fired["fired"] and fired["message"] == cx["faults"][0][len("omission("):-1]
+    for key in ("verdict", "runs", "strategy", "budget", "search_space", "counterexample",
+                "runs_detail"):
+        assert key in result
+    assert result["runs"] == len(runs)
+    assert all({"faults", "predicate", "duration", "lost_events"} <= set(r) for r in runs)
+    # the replay command of the report reproduces it
+    replay = ldfi("replay", result["report_path"], "--store", str(tmp_path / "store"))
+    assert replay.returncode == 1, replay.stderr
+    assert "reproduced 1/1" in replay.stdout
+
+
+def test_a_tolerant_model_is_certified(tmp_path):
+    code, result = search(tmp_path, "ack-deliv", "--kinds", "omission", "--max-faults", "1")
+    assert code == 0 and result["verdict"] == "certified"
+    assert result["counterexample"] is None
+    assert result["hypotheses_tried"] >= 1  # it did try faults: certified by search, not luck
+    assert result["hypotheses_tried"] <= result["search_space"]
+    hypotheses = [r for r in result["runs_detail"] if r["purpose"] == "hypothesis"]
+    assert all(r["predicate"] for r in hypotheses)
+    assert all(f["fired"] or f["vacuous"] for r in hypotheses for f in r["faults"])
+
+
+def test_a_crash_bug_is_found_only_when_crashes_are_allowed(tmp_path):
+    code, without = search(tmp_path / "a", "retry-deliv", "--kinds", "omission",
+                           "--max-faults", "1", "--reruns", "1")
+    assert code == 0 and without["verdict"] == "certified"
+    code, with_crash = search(tmp_path / "b", "retry-deliv", "--kinds", "omission,crash",
+                              "--max-faults", "1", "--max-crashes", "1", "--reruns", "1")
+    assert code == 1 and with_crash["verdict"] == "bug"
+    assert with_crash["counterexample"]["faults"][0].startswith("crash(a, ")
+
+
+def test_other_strategies_share_the_loop(tmp_path):
+    for strategy in ("random", "exhaustive"):
+        code, result = search(tmp_path / strategy, "simple-deliv", "--kinds", "omission",
+                              "--strategy", strategy, "--seed", "7", "--reruns", "0")
+        assert code == 1 and result["verdict"] == "bug", strategy
+        assert result["strategy"] == strategy
+
+
+def test_run_budget_exhausted_is_inconclusive(tmp_path):
+    code, result = search(tmp_path, "ack-deliv", "--kinds", "omission", "--max-runs", "2")
+    assert code == 3 and result["verdict"] == "inconclusive"
+    assert "run budget (2 runs)" in result["reason"]
+
+
+def test_a_predicate_that_fails_without_faults_is_a_bug_without_faults(tmp_path):
+    scenario = tmp_path / "broken.toml"
+    scenario.write_text('name = "broken"\n[[node]]\nname = "a"\ncmd = "sleep 30"\n'
+                        '[workload]\ncmd = "true"\n[check]\ncmd = "false"\n')
+    out = tmp_path / "r.json"
+    done = ldfi("run", str(scenario), "--store", str(tmp_path / "s"), "--json", str(out),
+                "--reruns", "1")
+    result = json.loads(out.read_text())
+    assert done.returncode == 1 and result["verdict"] == "bug"
+    assert "WITHOUT any fault" in result["reason"]
+    assert result["counterexample"]["faults"] == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--kinds", "omision"], "unknown fault kind 'omision'"),
+    (["--max-runs", "0"], "--max-runs 0"),
+    (["--inject", "crash(nobody, before send 1)"], "no node named 'nobody'"),
+    (["--inject", "frobnicate(a)"], "frobnicate"),
+    (["--inject", "cut(a->b:tcp0#0)", "--no-faults"], "exclude each other"),
+])
+def test_bad_search_input_is_one_line_exit_2(tmp_path, flags, message):
+    done = ldfi("run", str(MODELS / "simple-deliv" / "scenario.toml"), "--store",
+                str(tmp_path), *flags)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+# -- ddmin on its own ------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", range(1, 7))
+def test_ddmin_finds_the_needed_faults_without_repeating_a_test(n):
+    items = [f"f{i}" for i in range(n)]
+    for k in range(1, min(n, 3) + 1):
+        for needed in itertools.combinations(items, k):
+            calls: list[tuple[str, ...]] = []
+
+            def fails(subset: list[str], needed=needed, calls=calls) -> bool:
+                calls.append(tuple(subset))
+                return set(needed) <= set(subset)
+
+            assert sorted(ddmin(items, fails)) == sorted(needed)
+            assert len(calls) == len(set(calls)) and () not in calls
