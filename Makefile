@@ -7,9 +7,12 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
+# The full LDFI loop on simple-deliv (Molly's first example), which has a bug:
+# ldfi exits 1 for "bug found", which is the demo working.
 demo: setup
 	@$(VENV)/bin/ldfi doctor
-	@$(VENV)/bin/ldfi trace models/echo/scenario.toml -o ldfi-store/echo-trace.pb
+	@$(VENV)/bin/ldfi run models/simple-deliv/scenario.toml --kinds omission --max-faults 1; \
+	  code=$$?; test $$code -eq 1 || { echo "demo: expected a bug (exit 1), got exit $$code"; exit 1; }
 
 lint: setup
 	@$(VENV)/bin/ruff check .

@@ -71,6 +71,8 @@ def print_verdict(result: SearchResult, console: Console | None = None) -> None:
                   Text(f"  {result.scenario} · strategy {result.strategy}"))
     console.print(result.reason)
     table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # paths and commands must stay whole to be pasted
     table.add_row("runs", f"{result.runs} ({result.wall:.1f}s)")
     table.add_row("budget", _budget(result.budget))
     table.add_row("search space", f"{result.search_space} fault combinations within the budget; "
@@ -89,6 +91,8 @@ def print_verdict(result: SearchResult, console: Console | None = None) -> None:
         table.add_row("assumes", line)
     if result.report_path:
         table.add_row("report", result.report_path)
+        if cx is not None:
+            table.add_row("replay", f"ldfi replay {result.report_path} --runs 3")
     console.print(table)
 
 
