@@ -24,6 +24,8 @@ test: setup
 bench: setup
 	@$(PY) bench/sandbox_overhead.py
 	@$(PY) bench/tracer_overhead.py
+	@$(PY) bench/engine_overhead.py
+	@$(PY) bench/solver_scale.py
 
 clean-runs:
 	rm -rf ldfi-store

@@ -1,0 +1,468 @@
+"""Fault hypotheses (ldfi.solver) on hand-made supports with known hitting
+sets, and against brute force on random ones: the brute force reads the
+killers' documented semantics directly (point killers; chain killers kill
+from their place on), independently of the solver's reduction to classes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ldfi.errors import UserError
+from ldfi.faults import Fault, MessageFacts, registry
+from ldfi.lineage import Support
+from ldfi.solver import Budget, Hypotheses, Space
+from ldfi.trace.model import MessageId
+
+NODES = ("client", "a", "b", "c")
+PLUGIN_SRC = Path(__file__).parent / "plugins" / "ldfi-isolate"
+
+
+def msg(text: str, send_index: int = 0, recv_before: int = 0, send_ts: int = 0,
+        recv_ts: int = 0, payload: bytes = b"x") -> MessageFacts:
+    mid = MessageId.parse(text)
+    return MessageFacts(mid, mid.channel[:3], len(payload), payload, payload.hex(), send_index,
+                        send_ts, recv_ts or send_ts + 5, recv_before)
+
+
+def support(*groups: MessageFacts | tuple[MessageFacts, ...], run: str = "r") -> Support:
+    return Support(run, tuple(g if isinstance(g, tuple) else (g,) for g in groups), NODES)
+
+
+def every(hyp: Hypotheses) -> list[frozenset[Fault]]:
+    out = []
+    while (h := hyp.next()) is not None:
+        out.append(h)
+    return out
+
+
+def texts(hs: list[frozenset[Fault]]) -> list[list[str]]:
+    return [sorted(str(f) for f in h) for h in hs]
+
+
+# -------------------------------------------------------------- brute force
+
+
+def _cap(budget: Budget, kind: str) -> int:
+    if kind not in budget.kinds:
+        return 0
+    cap = min(budget.max_faults, budget.max_per_kind.get(kind, budget.max_faults))
+    return min(cap, budget.max_crashes) if registry.get(kind).crashes_node else cap
+
+
+def admissible(h: tuple[Fault, ...], budget: Budget) -> bool:
+    kinds = Counter(f.kind for f in h)
+    keys = [(f.kind, k) for f in h if (k := registry.get(f.kind).exclusive(f)) is not None]
+    crashes = sum(registry.get(f.kind).crashes_node for f in h)
+    return (0 < len(h) <= budget.max_faults and crashes <= budget.max_crashes
+            and all(n <= _cap(budget, k) for k, n in kinds.items()) and len(set(keys)) == len(keys))
+
+
+def kill_sets(supports: list[Support], budget: Budget) -> list[list[list[set[Fault]]]]:
+    """Per support, per group, per copy: every admitted fault that kills it.
+    A chain killer's copy dies by every fault anchored on its chain at a place
+    <= its own: anchored in the same run, or in any run if the chain is logical."""
+    models = registry.models(budget.kinds)
+    per_run = []
+    shared: dict[object, dict[Fault, float]] = {}
+    for s in supports:
+        view = s.view(budget.include_client)
+        ks = [[[k for model in models for k in model.killers(m, view)] for m in g]
+              for g in s.groups]
+        local: dict[object, dict[Fault, float]] = {}
+        for k in (k for g in ks for c in g for k in c):
+            if k.chain is not None and k.fault is not None \
+                    and budget.admits(k.fault, view.faultable):
+                places = (shared if k.logical else local).setdefault(k.chain, {})
+                places[k.fault] = min(places.get(k.fault, k.at), k.at)
+        per_run.append((ks, local, view))
+    out = []
+    for ks, local, view in per_run:
+        run = []
+        for g in ks:
+            row = []
+            for c in g:
+                kill = {k.fault for k in c if k.chain is None and k.fault is not None
+                        and budget.admits(k.fault, view.faultable)}
+                for k in c:
+                    if k.chain is not None:
+                        anchors = (shared if k.logical else local).get(k.chain, {})
+                        kill |= {f for f, at in anchors.items() if at <= k.at}
+                row.append(kill)
+            run.append(row)
+        out.append(run)
+    return out
+
+
+def brute(supports: list[Support], budget: Budget) -> set[frozenset[Fault]]:
+    sets = kill_sets(supports, budget)
+    candidates = sorted({f for ks in sets for g in ks for c in g for f in c})
+    found = set()
+    for k in range(1, budget.max_faults + 1):
+        for h in itertools.combinations(candidates, k):
+            hs = set(h)
+            if admissible(h, budget) and all(any(all(c & hs for c in g) for g in ks)
+                                             for ks in sets):
+                found.add(frozenset(h))
+    return found
+
+
+def random_run(rng: random.Random, run: str, n: int) -> Support:
+    """n messages between random nodes; times, send indexes and the receiver's
+    completed sends consistent with one timeline; some retransmission groups."""
+    ordinals: Counter[tuple[str, str, str]] = Counter()
+    sent: dict[str, list[int]] = {x: [] for x in NODES}
+    facts = []
+    for i in range(n):
+        src, dst = rng.sample(NODES, 2)
+        channel = rng.choice(["tcp0", "tcp0", "udp0", "tcp1"])
+        key = (src, dst, channel)
+        send_ts = 10 * i
+        recv_ts = send_ts + rng.randrange(1, 25)
+        mid = MessageId(src, dst, channel, ordinals[key])
+        ordinals[key] += 1
+        facts.append(MessageFacts(mid, channel[:3], 1, b"x", str(i), len(sent[src]), send_ts,
+                                  recv_ts, 0))
+        sent[src].append(send_ts)
+    facts = [MessageFacts(f.id, f.proto, 1, b"x", f.payload_hash, f.send_index, f.send_ts,
+                          f.recv_ts, sum(t < f.recv_ts for t in sent[f.dst])) for f in facts]
+    groups: list[tuple[MessageFacts, ...]] = []
+    for f in facts:
+        if rng.random() < 0.25:
+            continue  # sent, but the outcome did not depend on it
+        same = [j for j, g in enumerate(groups) if g[0].id[:3] == f.id[:3]]
+        if same and rng.random() < 0.3:
+            groups[same[0]] += (f,)
+        else:
+            groups.append((f,))
+    return Support(run, tuple(groups), NODES)
+
+
+def random_budget(rng: random.Random) -> Budget:
+    kinds = tuple(rng.sample(["omission", "cut", "reset", "crash", "restart", "partition"],
+                             rng.randrange(1, 5)))
+    max_faults = rng.choice([1, 1, 2, 2, 3])
+    per_kind = {k: rng.randrange(0, 3) for k in kinds if rng.random() < 0.3}
+    return Budget(kinds, max_faults, per_kind, rng.randrange(0, 3),
+                  rng.choice([None, None, 2]), rng.random() < 0.2)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_hypothesis_and_only_those_against_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    budget = random_budget(rng)
+    supports = [random_run(rng, f"r{i}", rng.randrange(3, 8)) for i in range(rng.randrange(1, 4))]
+    hyp = Hypotheses(budget)
+    for s in supports:
+        hyp.add_support(s)
+    found = every(hyp)
+    assert len(set(found)) == len(found), "a hypothesis was proposed twice"
+    assert set(found) == brute(supports, budget)
+    assert [len(h) for h in found] == sorted(len(h) for h in found), "not smallest first"
+    # the search space: every admissible set over the candidates, counted exactly
+    cands = hyp.candidates
+    count = sum(admissible(h, budget) for k in range(1, budget.max_faults + 1)
+                for h in itertools.combinations(cands, k))
+    assert hyp.search_space() == count
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_supports_arriving_between_proposals(seed: int) -> None:
+    """The engine's loop: propose, run, learn a new support, propose again."""
+    rng = random.Random(100 + seed)
+    budget = random_budget(rng)
+    supports = [random_run(rng, f"r{i}", rng.randrange(3, 7)) for i in range(3)]
+    hyp = Hypotheses(budget)
+    proposed: list[frozenset[Fault]] = []
+    for i, s in enumerate(supports):
+        hyp.add_support(s)
+        for _ in range(rng.randrange(0, 4) if i < 2 else 10_000):
+            h = hyp.next()
+            if h is None:
+                break
+            assert h in brute(supports[: i + 1], budget)  # hits every support known so far
+            proposed.append(h)
+    assert len(set(proposed)) == len(proposed)
+    assert set(proposed) >= brute(supports, budget)  # nothing left out at the end
+
+
+# ----------------------------------------------------------- known answers
+
+
+def test_minimal_hitting_sets_of_two_supports_smallest_first() -> None:
+    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp.add_support(support(m1, m2, run="1"))
+    hyp.add_support(support(m1, m3, run="2"))
+    found = texts(every(hyp))
+    assert found[0] == ["omission(a->b:udp0#0)"]
+    assert sorted(found[1:]) == [
+        ["omission(a->b:udp0#0)", "omission(b->c:udp0#0)"],  # supersets are hypotheses too
+        ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"],
+        ["omission(b->c:udp0#0)", "omission(c->a:udp0#0)"]]
+
+
+def test_retransmissions_must_all_be_lost() -> None:
+    copies = (msg("a->b:udp0#0"), msg("a->b:udp0#1"))
+    one = Hypotheses(Budget(kinds=("omission",), max_faults=1))
+    one.add_support(support(copies))
+    assert one.next() is None  # one omission cannot lose both copies: certified
+    two = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    two.add_support(support(copies))
+    assert texts(every(two)) == [["omission(a->b:udp0#0)", "omission(a->b:udp0#1)"]]
+    # a cut at the first copy loses both
+    tcp = (msg("a->b:tcp0#0"), msg("a->b:tcp0#1"))
+    cut = Hypotheses(Budget(kinds=("cut",), max_faults=1))
+    cut.add_support(support(tcp))
+    assert texts(every(cut)) == [["cut(a->b:tcp0#0)"]]
+
+
+def test_cut_kills_later_messages_on_its_flow_only() -> None:
+    later, other_dir = msg("a->b:tcp0#3"), msg("b->a:tcp0#0")
+    hyp = Hypotheses(Budget(kinds=("cut",), max_faults=1))
+    hyp.add_support(support(msg("a->b:tcp0#1")))
+    hyp.add_support(support(later, other_dir, run="2"))
+    # cut(a->b#1) also kills #3 of the second run; cut(b->a#0) only the second
+    assert texts(every(hyp)) == [["cut(a->b:tcp0#1)"]]
+
+
+def test_crash_kills_the_nodes_later_sends_and_what_it_receives_after() -> None:
+    m = msg("a->b:tcp0#0", send_index=4, recv_before=2)
+    hyp = Hypotheses(Budget(kinds=("crash",)))
+    hyp.add_support(support(m))
+    # a before its 5th send (that send never leaves); b before its 2nd send,
+    # the latest crash point that still precedes the receive
+    assert sorted(texts(every(hyp))) == [["crash(a, before send 5)"], ["crash(b, before send 2)"]]
+    never = Hypotheses(Budget(kinds=("crash",)))
+    never.add_support(support(msg("a->b:tcp0#0", send_index=0, recv_before=0)))
+    assert texts(every(never)) == [["crash(a, before send 1)"]]  # b sent nothing before
+
+
+def test_a_crash_kills_a_chain_of_messages_with_one_fault() -> None:
+    # b relays: receives x (after 1 send), sends y (send #1); a crash of b
+    # before send 1 kills both, before send 2 only y; a is the client's peer
+    x, y = msg("a->b:udp0#0", send_index=0, recv_before=1), msg("b->c:udp0#0", send_index=1)
+    hyp = Hypotheses(Budget(kinds=("crash",)))
+    hyp.add_support(support(x, run="1"))
+    hyp.add_support(support(y, run="2"))
+    assert texts(every(hyp)) == [["crash(b, before send 1)"]]
+
+
+def test_the_client_is_not_faulted_unless_the_budget_says_so() -> None:
+    req = msg("client->a:tcp0#0", recv_before=1)
+    reply = msg("a->client:tcp0#0", send_index=1)
+    default = Hypotheses(Budget(kinds=("cut", "crash")))
+    default.add_support(support(req, reply))
+    assert sorted(texts(every(default))) == [["crash(a, before send 1)"],
+                                             ["crash(a, before send 2)"]]
+    with_client = Hypotheses(Budget(kinds=("cut", "crash"), include_client=True))
+    with_client.add_support(support(req, reply))
+    assert ["cut(client->a:tcp0#0)"] in texts(every(with_client))
+
+
+def test_horizon_keeps_only_early_anchors() -> None:
+    hyp = Hypotheses(Budget(kinds=("cut", "crash"), horizon=2))
+    hyp.add_support(support(msg("a->b:tcp0#1", send_index=1), msg("a->b:tcp0#2", send_index=2),
+                            msg("b->c:tcp0#5", send_index=7)))
+    assert sorted(texts(every(hyp))) == [["crash(a, before send 2)"], ["cut(a->b:tcp0#1)"]]
+
+
+def test_per_kind_caps_and_crash_caps_and_exclusive_crash_points() -> None:
+    ms = [msg(f"a->b:udp0#{i}", send_index=i) for i in range(3)] + \
+         [msg(f"c->b:tcp{i}#0", send_index=i) for i in range(3)]
+    budget = Budget(kinds=("omission", "cut", "crash"), max_faults=3,
+                    max_per_kind={"cut": 1}, max_crashes=2)
+    hyp = Hypotheses(budget)
+    hyp.add_support(support(*ms))
+    found = every(hyp)
+    assert found
+    for h in found:
+        kinds = Counter(f.kind for f in h)
+        assert kinds["cut"] <= 1 and kinds["crash"] <= 2
+        crashed = [f.node for f in h if f.kind == "crash"]
+        assert len(crashed) == len(set(crashed))  # one crash point per node
+    assert any(Counter(f.kind for f in h)["crash"] == 2 for h in found)
+    assert hyp.search_space() == len(found)  # one support: every admissible set hits it
+    none = Hypotheses(Budget(kinds=("crash",), max_crashes=0))
+    none.add_support(support(*ms))
+    assert none.next() is None and none.candidates == []
+
+
+def test_no_repeats_and_tried_blocks_exactly_that_set() -> None:
+    ms = [msg(f"a->b:udp0#{i}") for i in range(3)]
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp.add_support(support(*ms))
+    first = Fault("omission", hyp.candidates[0].anchor)
+    hyp.mark_tried([first])
+    found = every(hyp)
+    assert frozenset([first]) not in found
+    assert any(first in h for h in found)  # its supersets remain
+    assert len(found) == len(set(found)) == 3 + 3 - 1
+
+
+def test_same_inputs_same_order() -> None:
+    rng = random.Random(5)
+    supports = [random_run(rng, f"r{i}", 8) for i in range(3)]
+    runs = []
+    for _ in range(2):
+        hyp = Hypotheses(Budget(kinds=("omission", "cut", "crash"), max_faults=2))
+        for s in supports:
+            hyp.add_support(s)
+        runs.append(every(hyp))
+    assert runs[0] == runs[1]
+
+
+def test_an_unbreakable_support_certifies_at_once() -> None:
+    hyp = Hypotheses(Budget(kinds=("omission",)))
+    hyp.add_support(support(msg("a->b:tcp0#0")))  # TCP: no omission kills it
+    assert hyp.next() is None
+    assert Hypotheses().next() is None  # no support yet: nothing to break
+
+
+def test_reset_and_partition_reach_messages_in_flight() -> None:
+    # two copies on a->b: #0 sent at 0 but read at 50, #1 sent at 40, read at 45.
+    # A reset (or isolation) at #1 also kills #0, still in flight: both copies lost
+    copies = (msg("a->b:tcp0#0", send_ts=0, recv_ts=50), msg("a->b:tcp0#1", send_ts=40,
+                                                             recv_ts=45))
+    for kind, expect in [("reset", [["reset(a->b:tcp0#0)"], ["reset(a->b:tcp0#1)"]]),
+                         ("partition", [["partition(a | b c, at a->b:tcp0#0)"],
+                                        ["partition(a | b c, at a->b:tcp0#1)"],
+                                        ["partition(b | a c, at a->b:tcp0#0)"],
+                                        ["partition(b | a c, at a->b:tcp0#1)"]])]:
+        hyp = Hypotheses(Budget(kinds=(kind,)))
+        hyp.add_support(support(copies))
+        assert sorted(texts(every(hyp))) == expect, kind
+    # times are per run: a reset placed in one run says nothing of another's
+    hyp = Hypotheses(Budget(kinds=("reset",)))
+    hyp.add_support(support(msg("a->b:tcp0#5", send_ts=0), run="1"))
+    hyp.add_support(support(msg("a->b:tcp0#9", send_ts=90), run="2"))
+    assert hyp.next() is None
+
+
+def test_logical_chains_reach_runs_where_the_anchor_was_not_needed() -> None:
+    """Run 2's lineage lacks a->b#1 (sent, not needed), yet cutting from #1 on
+    kills its #3; crashing b before its 2nd send kills run 2's later sends."""
+    hyp = Hypotheses(Budget(kinds=("cut", "crash")))
+    hyp.add_support(support(msg("a->b:tcp0#1", send_index=1), msg("b->c:tcp0#0", send_index=1),
+                            run="1"))
+    hyp.add_support(support(msg("a->b:tcp0#3", send_index=3), msg("b->c:tcp0#4", send_index=6),
+                            run="2"))
+    assert sorted(texts(every(hyp))) == [["crash(a, before send 2)"], ["crash(b, before send 2)"],
+                                         ["cut(a->b:tcp0#1)"], ["cut(b->c:tcp0#0)"]]
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def test_space_counts_enumerates_and_samples_uniformly() -> None:
+    cands = [Fault("omission", a) for a in Hypotheses().candidates]  # empty: no support
+    assert Space(cands, Budget()).count() == 0
+    hyp = Hypotheses(Budget(kinds=("omission", "crash"), max_faults=2, max_crashes=1))
+    hyp.add_support(support(msg("a->b:udp0#0", send_index=0), msg("a->b:udp0#1", send_index=1),
+                            msg("c->b:udp0#0", send_index=0, recv_before=1)))
+    space = Space(hyp.candidates, hyp.budget)
+    listed = list(space)
+    assert len(listed) == len(set(listed)) == space.count() == hyp.search_space()
+    assert [len(h) for h in listed] == sorted(len(h) for h in listed)
+    rng = random.Random(1)
+    n = 40 * len(listed) * 10
+    seen = Counter(space.sample(rng) for _ in range(n))
+    assert set(seen) == set(listed)
+    expect = n / len(listed)
+    assert all(abs(c - expect) < 0.25 * expect for c in seen.values()), seen
+
+
+@pytest.mark.parametrize("strategy", ["random", "exhaustive"])
+def test_baseline_strategies_walk_the_whole_space_once(strategy: str) -> None:
+    hyp = Hypotheses(Budget(kinds=("omission", "cut"), max_faults=2), strategy=strategy, seed=3)
+    hyp.add_support(support(msg("a->b:udp0#0"), msg("a->b:tcp0#0"), msg("b->c:tcp0#0")))
+    found = every(hyp)
+    assert len(found) == len(set(found)) == hyp.search_space() == 3 + 3
+    if strategy == "exhaustive":
+        assert [len(h) for h in found] == [1, 1, 1, 2, 2, 2]
+    again = Hypotheses(hyp.budget, strategy=strategy, seed=3)
+    again.add_support(support(msg("a->b:udp0#0"), msg("a->b:tcp0#0"), msg("b->c:tcp0#0")))
+    assert every(again) == found  # seeded
+
+
+def test_unknown_strategy() -> None:
+    with pytest.raises(UserError, match="unknown search strategy 'smart': use one of ldfi"):
+        Hypotheses(strategy="smart")
+
+
+# -------------------------------------------------------------------- budget
+
+
+def test_budget_from_a_scenario_table() -> None:
+    table = {"kinds": None, "max_faults": None, "max_crashes": None, "per_kind": None,
+             "horizon": None, "include_client": None}
+    assert Budget.from_mapping(table) == Budget()
+    b = Budget.from_mapping({"kinds": ["cut", "crash"], "max_faults": 3, "per_kind": {"cut": 1},
+                             "horizon": 4, "include_client": True, "max_crashes": 2})
+    assert (b.kinds, b.max_faults, b.cap("cut"), b.cap("crash"), b.cap("omission")) == \
+        (("cut", "crash"), 3, 1, 2, 0)
+
+
+@pytest.mark.parametrize(("table", "says"), [
+    ({"max_fault": 2}, "unknown key 'max_fault'; accepted keys: kinds, max_faults"),
+    ({"kinds": ["cut", "explode"]}, "unknown fault kind 'explode' in kinds; known kinds: crash"),
+    ({"kinds": "cut"}, "kinds must be a list"),
+    ({"kinds": []}, "kinds is empty"),
+    ({"kinds": ["delay"]}, "kind 'delay' removes no message"),
+    ({"max_faults": 0}, "max_faults must be a whole number >= 1, not 0"),
+    ({"max_faults": True}, "max_faults must be a whole number >= 1, not True"),
+    ({"max_crashes": -1}, "max_crashes must be a whole number >= 0"),
+    ({"horizon": 0}, "horizon must be a whole number >= 1"),
+    ({"per_kind": {"reset": 1}}, "per_kind names 'reset', which is not in kinds"),
+    ({"per_kind": 2}, "per_kind must be a table"),
+    ({"include_client": "yes"}, "include_client must be true or false"),
+])
+def test_budget_errors_are_one_line(table: dict[str, object], says: str) -> None:
+    with pytest.raises(UserError) as err:
+        Budget.from_mapping(table, where="echo.toml [faults]")
+    assert says in str(err.value) and str(err.value).startswith("echo.toml [faults]: ")
+
+
+# ---------------------------------------------------------- a plugin's kind
+
+
+@pytest.fixture
+def isolate_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """ldfi-isolate "installed": its dist-info on sys.path, as pip leaves it."""
+    info = tmp_path / "ldfi_isolate-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ldfi-isolate\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[ldfi.fault_models]\nisolate = ldfi_isolate:Isolate\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(PLUGIN_SRC))
+    registry.reload()
+    yield
+    registry.reload()
+    sys.modules.pop("ldfi_isolate", None)
+
+
+@pytest.mark.usefixtures("isolate_plugin")
+def test_the_solver_uses_a_plugins_killers() -> None:
+    hop = msg("a->b:tcp0#0", send_index=2, recv_before=1)
+    to_client = msg("b->client:tcp0#0", send_index=3)  # the client's traffic is not cut
+    hyp = Hypotheses(Budget(kinds=("isolate", "cut"), max_faults=1))
+    hyp.add_support(support(hop, to_client))
+    assert sorted(texts(every(hyp))) == [["cut(a->b:tcp0#0)"], ["isolate(a, before send 3)"],
+                                         ["isolate(b, before send 1)"]]
+    both = Hypotheses(Budget(kinds=("isolate",), max_faults=2))
+    both.add_support(support(hop, run="1"))
+    both.add_support(support(msg("c->a:tcp0#0", send_index=0, recv_before=5), run="2"))
+    # a's send count is a logical place: isolating a before its 3rd send (from
+    # run 1) also cuts run 2's message, which a received after 5 sends
+    found = texts(every(both))
+    assert found[0] == ["isolate(a, before send 3)"]
+    assert sorted(found[1:]) == [["isolate(a, before send 3)", "isolate(b, before send 1)"],
+                                 ["isolate(a, before send 3)", "isolate(c, before send 1)"],
+                                 ["isolate(a, before send 5)", "isolate(b, before send 1)"],
+                                 ["isolate(b, before send 1)", "isolate(c, before send 1)"]]
