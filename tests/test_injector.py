@@ -283,3 +283,50 @@ def test_nothing_is_left_armed_after_a_run(program, tmp_path):
                  b"tuple_chans", b"chan_counts"):
         assert len(list(bpf[name].keys())) == 0, name
     assert all(bpf[b"triggers"][ct.c_int(i)].cgroup == 0 for i in range(MAX_FAULTS))
+
+
+def test_sigterm_while_a_node_is_paused_and_partitioned_leaves_nothing(tmp_path):
+    """Every exit path: the engine is stopped mid-run with a node SIGSTOPped and a
+    partition active; the node must not stay stopped and nothing may remain."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO, ldfi_resources
+
+    path = scenario(tmp_path, "udp", count=200, gap=0.02, wait=30)
+    before = ldfi_resources()
+    plan = "pause(sender, at 0.2s, 60s); partition(sender | receiver)"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "ldfi.cli", "run", str(path), "--inject", plan,
+         "--store", str(tmp_path / "store")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list((tmp_path / "store").glob("runs/*/logs/workload.out")):
+        assert engine.poll() is None and time.monotonic() < deadline, engine.communicate()
+        time.sleep(0.05)
+    time.sleep(0.6)  # the pause has fired
+    during = ldfi_resources() - before
+    ours = {r for r in during if r.startswith(("netns:", "hosts:", "cgroup:"))}
+    assert ours and _mine(tmp_path)
+    engine.send_signal(signal.SIGTERM)
+    _, err = engine.communicate(timeout=30)
+    assert engine.returncode == 130, err
+    # (other runs may be going on, on a developer's machine: look only at ours)
+    assert not _mine(tmp_path), "a node process of this run survived the engine"
+    assert ldfi_resources() & ours == set()
+
+
+def _mine(tmp_path: Path) -> list[int]:
+    """Live processes started for this test's run (their command line names its
+    work directory), stopped ones included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(tmp_path).encode() in cmdline and b"fnode.py" in cmdline:
+                found.append(int(entry.name))
+    return found

@@ -1,0 +1,146 @@
+"""Runs and wall time to a verdict, per protocol model and budget, for the
+three strategies side by side in one run: ldfi, random (mean over seeds) and
+exhaustive (or the size of its space where running it all is too long),
+against Molly's published executions-to-find-the-bug (SIGMOD 2015, Table 2)
+and Molly's random baseline.
+
+Every model's budgets and expected verdicts come from its expected.toml. A
+search here counts runs up to the verdict: for a bug, the run that first
+broke the outcome (the fault-free run is run 1, as in Molly's counts); no
+confirmation re-runs. Writes docs/benchmarks.md and bench/results/search.json.
+
+    sudo .venv/bin/python bench/search.py [--seeds 10] [--models simple-deliv,2pc]
+                                          [--max-runs 300] [--exhaustive-limit 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ldfi.engine import SearchOptions, search
+from ldfi.scenario import load_scenario
+from ldfi.solver.budget import Budget
+from tracer.program import TraceProgram
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MOLLY = {  # executions to find the bug: (LDFI, random mean), Alvaro et al. 2015
+    "simple-deliv": (2, 4.08), "retry-deliv": (3, 75.24), "classic-deliv": (5, 116.16),
+    "2pc": (2, 5.48), "2pc-ctp": (3, 8.56), "3pc": (55, 40.60), "kafka-isr": (38, 1183.12),
+}
+BUDGET_KEYS = ("kinds", "max_faults", "max_crashes", "horizon", "per_kind", "include_client")
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    runs: int  # runs to the verdict (to the first failing run for a bug)
+    wall: float
+    space: int
+
+
+def run_search(program: TraceProgram, model: str, case: dict, strategy: str, seed: int,
+               max_runs: int) -> Outcome:
+    scenario = load_scenario(MODELS / model / "scenario.toml")
+    budget = Budget.from_mapping({k: case[k] for k in BUDGET_KEYS if k in case},
+                                 f"{model}/expected.toml")
+    options = SearchOptions(budget=budget, strategy=strategy, max_runs=max_runs, reruns=0,
+                            seed=seed)
+    with tempfile.TemporaryDirectory() as store:
+        started = time.monotonic()
+        result = search(scenario, options, program, Path(store))
+        wall = time.monotonic() - started
+    runs = result.runs
+    if result.verdict == "bug":
+        runs = next(r.index + 1 for r in result.runs_detail if r.predicate is False)
+    return Outcome(result.verdict, runs, wall, result.search_space)
+
+
+def cases(selected: list[str] | None) -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted(MODELS.glob("*/expected.toml")):
+        model = path.parent.name
+        if selected and model not in selected:
+            continue
+        for case in tomllib.loads(path.read_text()).get("case", []):
+            out.append((model, case))
+    return out
+
+
+def describe(case: dict) -> str:
+    text = f"{'+'.join(case.get('kinds', []))} ≤{case.get('max_faults', 1)}"
+    if case.get("max_crashes"):
+        text += f", crashes ≤{case['max_crashes']}"
+    if case.get("horizon") is not None:
+        text += f", horizon {case['horizon']}"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--models", help="comma-separated model names (default: all)")
+    parser.add_argument("--max-runs", type=int, default=300)
+    parser.add_argument("--exhaustive-limit", type=int, default=60,
+                        help="run exhaustive only when its space is at most this many sets")
+    args = parser.parse_args()
+    rows = []
+    with TraceProgram() as program:
+        for model, case in cases(args.models.split(",") if args.models else None):
+            ldfi = run_search(program, model, case, "ldfi", 0, args.max_runs)
+            randoms = [run_search(program, model, case, "random", seed, args.max_runs)
+                       for seed in range(args.seeds)]
+            exhaustive = (run_search(program, model, case, "exhaustive", 0, args.max_runs)
+                          if ldfi.space <= args.exhaustive_limit else None)
+            row = {
+                "model": model, "budget": describe(case), "expected": case.get("verdict"),
+                "ldfi": vars(ldfi),
+                "random": {"verdicts": [r.verdict for r in randoms],
+                           "runs_mean": statistics.mean(r.runs for r in randoms),
+                           "wall_mean": statistics.mean(r.wall for r in randoms)},
+                "exhaustive": vars(exhaustive) if exhaustive else {"space": ldfi.space},
+                "molly": MOLLY.get(model) if case.get("verdict") == "bug" else None,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "search.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_markdown(rows, args)
+
+
+def write_markdown(rows: list[dict], args: argparse.Namespace) -> None:
+    lines = [
+        "# Search benchmark (bench/search.py)", "",
+        f"Runs to a verdict per model and budget; for a bug, runs up to the first run that "
+        f"broke the outcome (the fault-free run counts, as in Molly's numbers). random: mean "
+        f"over {args.seeds} seeds (capped at {args.max_runs} runs). exhaustive: run when its "
+        f"space is at most {args.exhaustive_limit} fault sets, else the space's size. Molly: "
+        "executions to find the bug with LDFI / random, SIGMOD 2015.", "",
+        "| model | budget | expected | ldfi verdict | ldfi runs | ldfi wall | random runs (mean) "
+        "| random verdicts | exhaustive | Molly LDFI / random |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ex = r["exhaustive"]
+        ex_text = (f"{ex['verdict']} in {ex['runs']} runs" if "verdict" in ex
+                   else f"space {ex['space']}")
+        verdicts = ", ".join(f"{v}×{r['random']['verdicts'].count(v)}"
+                             for v in sorted(set(r["random"]["verdicts"])))
+        molly = f"{r['molly'][0]} / {r['molly'][1]}" if r["molly"] else "-"
+        lines.append(
+            f"| {r['model']} | {r['budget']} | {r['expected']} | {r['ldfi']['verdict']} | "
+            f"{r['ldfi']['runs']} | {r['ldfi']['wall']:.1f}s | {r['random']['runs_mean']:.1f} | "
+            f"{verdicts} | {ex_text} | {molly} |")
+    lines.append("")
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
