@@ -330,3 +330,21 @@ def _mine(tmp_path: Path) -> list[int]:
             if str(tmp_path).encode() in cmdline and b"fnode.py" in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+def test_cli_inject_a_hand_written_plan(tmp_path):
+    from conftest import MODELS, ldfi
+
+    out = tmp_path / "r.json"
+    done = ldfi("run", str(MODELS / "echo" / "scenario.toml"), "--inject",
+                "crash(server, before send 2)", "--store", str(tmp_path / "s"), "--json", str(out))
+    assert done.returncode == 1, done.stderr  # the echo client misses its second answer
+    assert "fault crash(server, before send 2): fired on server" in done.stdout
+    result = json.loads(out.read_text())
+    (fault,) = result["faults"]
+    assert fault["fired"] and any(s.startswith("SIGKILL from BPF") for s in fault["signals"])
+    from ldfi.trace.wire import read_trace
+
+    trace = read_trace(result["trace"])
+    assert [str(m.id) for m in trace.messages if m.src == "server"] == [
+        "server->client:tcp0#0"]  # exactly one send before the crash
