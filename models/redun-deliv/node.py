@@ -1,0 +1,51 @@
+"""redun-deliv (Molly's replog): redundant broadcast, every node relays.
+
+Whoever has the value (the broadcaster, and every node once it received
+it) delivers it and sends it to every other node once a tick, ROUNDS times
+from the moment it got it (Molly's version: forever). Losing a datagram or
+the broadcaster is covered: any correct node that has the value keeps
+handing it on.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
+from protocol import Node, serve
+
+ROUNDS = 10  # sends per other node, one per tick, by every node that has the value
+
+
+class RedunDeliv(Node):
+    transport = "udp"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.delivered = []
+
+    def deliver(self, value):
+        """Deliver once, and start relaying it."""
+        if value not in self.delivered:
+            self.delivered.append(value)
+            self.log(f"delivered {value!r}")
+            self.relay(value, ROUNDS)
+
+    def relay(self, value, rounds_left):
+        self.broadcast(self.peers, "deliver", value=value)
+        if rounds_left > 1:
+            self.after(1, self.relay, value, rounds_left - 1)
+
+    def on_command(self, msg, conn):
+        if msg["type"] == "bcast":
+            self.deliver(msg["value"])
+
+    def on_message(self, src, msg):
+        if msg["type"] == "deliver":
+            self.deliver(msg["value"])
+
+    def status(self):
+        return {"delivered": self.delivered}
+
+
+if __name__ == "__main__":
+    serve(RedunDeliv, __doc__.splitlines()[0])
