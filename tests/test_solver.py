@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ldfi.errors import UserError
-from ldfi.faults import Fault, MessageFacts, registry
+from ldfi.faults import Fault, MessageAnchor, MessageFacts, registry
 from ldfi.lineage import Support
 from ldfi.solver import Budget, Hypotheses, Space
 from ldfi.trace.model import MessageId
@@ -205,6 +205,28 @@ def test_minimal_hitting_sets_of_two_supports_smallest_first() -> None:
         ["omission(a->b:udp0#0)", "omission(b->c:udp0#0)"],  # supersets are hypotheses too
         ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"],
         ["omission(b->c:udp0#0)", "omission(c->a:udp0#0)"]]
+
+
+def test_a_support_learned_under_faults_binds_only_their_supersets() -> None:
+    """2pc-ctp's lesson: a run under crash(x) ends well by a path (timeouts) that
+    exists only because of that crash; it must not rule out a different crash."""
+    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp.add_support(support(m1, m2, run="fault-free"))
+    first = hyp.next()
+    assert first == frozenset({om[m1]})
+    # under omission(m1) the outcome came by m3: binds only sets holding omission(m1)
+    hyp.add_support(support(m3, run="under m1"), given=[om[m1]])
+    rest = texts(every(hyp))
+    assert ["omission(b->c:udp0#0)"] in rest  # not forced to also lose m3
+    assert ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"] in rest
+    assert ["omission(a->b:udp0#0)", "omission(b->c:udp0#0)"] not in rest  # leaves m3's way
+    # unconditioned, the same support would have ruled omission(b->c) out alone
+    plain = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    plain.add_support(support(m1, m2, run="fault-free"))
+    plain.add_support(support(m3, run="under m1"))
+    assert ["omission(b->c:udp0#0)"] not in texts(every(plain))
 
 
 def test_retransmissions_must_all_be_lost() -> None:

@@ -128,17 +128,20 @@ class Engine:
                 self.runs[-1].support_size = 0
                 self._report_progress()
                 continue
-            self._learn(run)
+            faults = sorted(hypothesis)
+            self._learn(run, [f for f, o in zip(faults, record.faults, strict=True) if o.fired])
         if flawed:
             return self._finish(INCONCLUSIVE, "No hypothesis is left within the budget, but "
                                 "the search cannot vouch for all of it: " + "; ".join(flawed)
                                 + ".")
         return self._finish(CERTIFIED, self._certified_reason())
 
-    def _learn(self, run: TracedRun) -> None:
+    def _learn(self, run: TracedRun, given: Sequence[Fault] = ()) -> None:
+        """Add the run's support; one learned under faults binds only hypotheses
+        that contain those faults (see Hypotheses.add_support)."""
         support = lineage(run.trace, self.outcome).support
         self.runs[-1].support_size = len(support)
-        self.strategy.add_support(support)
+        self.strategy.add_support(support, given)
         self.supports += 1
         self._report_progress()
 

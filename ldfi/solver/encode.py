@@ -59,13 +59,15 @@ def _sum(names: list[str]) -> str:
 
 class Formula:
     def __init__(self, classes: list[Klass], supports: list[Shape],
-                 budget: Budget) -> None:
+                 budget: Budget, given: list[frozenset[Fault]] | None = None) -> None:
         self.classes = classes
         self._names = [f"n{i}" for i in range(len(classes))]
         self._lines: list[str] = [f"(declare-const {n} Int)" for n in self._names]
         self._budget(budget)
+        class_of = {f: i for i, c in enumerate(classes) for f in c.members}
         for s, shape in enumerate(supports):
-            self._support(s, shape)
+            under = (given or [])[s] if given and s < len(given) else frozenset()
+            self._support(s, shape, [class_of[f] for f in sorted(under) if f in class_of])
         # a context of its own: z3's answers depend on the order its terms were
         # created, so a shared context would make the order of hypotheses
         # depend on what else the process did
@@ -101,7 +103,9 @@ class Formula:
         if crashes:
             out.append(f"(assert (<= {_sum(crashes)} {budget.max_crashes}))")
 
-    def _support(self, s: int, shape: Shape) -> None:
+    def _support(self, s: int, shape: Shape, under: list[int]) -> None:
+        """This support must lose a whole group; if it was learned under faults,
+        only when all of them (each a class of its own) are chosen."""
         holders: dict[Token, list[int]] = {}
         for i, c in enumerate(self.classes):
             for token in c.profiles.get(s, ()):
@@ -119,7 +123,11 @@ class Formula:
             self._lines.append(f"(declare-const {flag} Bool)")
             self._lines.append(f"(assert (=> {flag} (and {' '.join(lost)})))")
             terms.append(flag)
-        self._lines.append(f"(assert {_or(terms)})")
+        hit = _or(terms)
+        if under:
+            guard = " ".join(self._hit(i) for i in under)
+            hit = f"(=> (and {guard} true) {hit})"
+        self._lines.append(f"(assert {hit})")
 
     def _chain(self, s: int, chain: Hashable, cid: int, j: int,
                holders: dict[Token, list[int]], made: dict[int, int]) -> str:

@@ -58,6 +58,7 @@ class Hypotheses:
         self._sig_ids: dict[_Sig, int] = {}
         self._sigs: list[_Sig] = []
         self._shapes: list[Shape] = []
+        self._given: list[frozenset[Fault]] = []  # per support: the faults it was learned under
         self._anchors: dict[Hashable, dict[Fault, float]] = {}  # logical chain -> fault -> place
         self._placed: dict[Fault, list[tuple[Hashable, float]]] = {}  # fault -> its chains
         self._tried: set[frozenset[Fault]] = set()
@@ -71,15 +72,21 @@ class Hypotheses:
 
     # ---------------------------------------------------------------- input
 
-    def add_support(self, support: Support) -> None:
+    def add_support(self, support: Support, given: Iterable[Fault] = ()) -> None:
         """What a good run's outcome depended on: from now on every proposal
-        must break it too."""
+        must break it too, or, for a support learned under faults (`given`:
+        those that fired in that run), every proposal that contains them all.
+        A run under faults may reach the outcome in a way that exists only
+        because of those faults (a timeout firing on a message they removed):
+        without them that way is not open, so it rules nothing out."""
         faultable = support.view(self.budget.include_client).faultable
         shape, found = reduce_support(support, self._models, self.budget.include_client,
                                       lambda f: self.budget.admits(f, faultable),
                                       self.budget.max_faults)
         s = len(self._shapes)
         self._shapes.append(shape)
+        given = frozenset(given)
+        self._given.append(given)
         for chain, placed in found.logical.items():
             known = self._anchors.setdefault(chain, {})
             for fault, at in placed.items():
@@ -91,6 +98,8 @@ class Hypotheses:
             tokens.setdefault(fault, set()).add(SINGLE)
         for fault, atoms in found.atom_points.items():
             tokens.setdefault(fault, set()).update(("p", a) for a in atoms)
+        for fault in given:  # a token of its own: each given fault is a class alone
+            tokens.setdefault(fault, set()).add(("given", s, fault))
         for chain, placed in found.local.items():
             for fault, at in placed.items():
                 tokens.setdefault(fault, set()).update(shape.chain_tokens(chain, at))
@@ -217,7 +226,7 @@ class Hypotheses:
         if not self._shapes:
             return None
         if self._formula is None:
-            self._formula = Formula(self._classes, self._shapes, self.budget)
+            self._formula = Formula(self._classes, self._shapes, self.budget, self._given)
         while True:
             for h in self._pending:
                 if h not in self._tried:
