@@ -22,8 +22,6 @@ pytestmark = pytest.mark.usefixtures("ebpf")
 KNOWN_GAPS = {
     ("kafka-isr", 1): "needs 3 faults (2 cuts + a crash); not found within 150 runs "
                       "(of 1641 in the budget): see docs/models.md",
-    ("2pc-ctp", 0): "the blocking crash point is not reached by a crash anchored before "
-                    "a send: see docs/models.md",
 }
 SLOW = {("ack-deliv", 0), ("redun-deliv", 0), ("paxos-synod", 0)}
 

@@ -80,6 +80,7 @@ class Engine:
                                      budget_json(options.budget), options.seed)
         self.supports = 0
         self.tried = 0
+        self._known: set[tuple[str, str, str]] = set()  # (src, dst, content) of run 0
         self._last_overhead_mark = time.monotonic()
 
     # -- the loop ---------------------------------------------------------------
@@ -128,20 +129,30 @@ class Engine:
                 self.runs[-1].support_size = 0
                 self._report_progress()
                 continue
-            faults = sorted(hypothesis)
-            self._learn(run, [f for f, o in zip(faults, record.faults, strict=True) if o.fired])
+            fired = [f for f, o in zip(sorted(hypothesis), record.faults, strict=True) if o.fired]
+            self._learn(run, fired)
         if flawed:
             return self._finish(INCONCLUSIVE, "No hypothesis is left within the budget, but "
                                 "the search cannot vouch for all of it: " + "; ".join(flawed)
                                 + ".")
         return self._finish(CERTIFIED, self._certified_reason())
 
-    def _learn(self, run: TracedRun, given: Sequence[Fault] = ()) -> None:
-        """Add the run's support; one learned under faults binds only hypotheses
-        that contain those faults (see Hypotheses.add_support)."""
+    def _learn(self, run: TracedRun, fired: Sequence[Fault] = ()) -> None:
+        """Add the run's support. If the outcome was reached through messages
+        the fault-free run never sent (new content, not retransmissions), that
+        path exists because of the faults (timeouts, termination protocols:
+        2pc-ctp), so the support binds only hypotheses holding those faults.
+        Otherwise it is an alternative the protocol always has (a retry, the
+        same delivery without the crashed node), as in Molly, and binds all:
+        conditioning every support was measured to cost ack-deliv over 200
+        runs instead of 58."""
         support = lineage(run.trace, self.outcome).support
         self.runs[-1].support_size = len(support)
-        self.strategy.add_support(support, given)
+        if not self._known:  # the fault-free run: what the protocol sends anyway
+            self._known = {(m.src, m.dst, m.payload_hash) for m in support.messages}
+        novel = any((m.src, m.dst, m.payload_hash) not in self._known
+                    for m in support.messages)
+        self.strategy.add_support(support, fired if novel else ())
         self.supports += 1
         self._report_progress()
 
