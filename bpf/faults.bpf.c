@@ -57,9 +57,10 @@ BPF_HASH(flow_rules, struct flow_key, struct flow_rule, 1024);
 BPF_HASH(pair_rules, struct pair_key, u32, 4096);
 BPF_HASH(drop_tids, u32, u32, 1024);          /* tid -> slot, while its send is being dropped */
 BPF_HASH(dead_cgroups, u64, u32, 256);        /* killed nodes: cgroup -> slot */
-/* Channel numbers, the kernel's copy of ldfi.trace.ids: TCP channels are
- * numbered when the opener's sock enters SYN_SENT (connect order), and the
- * accepting side finds its number through the 4-tuple at ESTABLISHED; a UDP
+/* Channel numbers, the kernel's copy of ldfi.trace.ids: a TCP channel is
+ * numbered when the opener's handshake completes (SYN_SENT -> ESTABLISHED,
+ * so refused attempts, which carry no message, take no number), and the
+ * accepting side finds its number through the 4-tuple recorded then; a UDP
  * channel is (sending sock, destination), numbered at its first send. */
 BPF_HASH(chan_counts, struct chan_count_key, u32, 4096);
 BPF_HASH(sk_chans, struct sk_chan_key, struct chan_val, 65536);
@@ -95,17 +96,14 @@ static __always_inline void fault_tcp_state(u64 sk, u64 owner, int oldstate, int
     if (family != L_AF_INET || !faults_armed())
         return;
     struct sk_chan_key key = {.sk = sk};
-    if (newstate == L_TCP_SYN_SENT) {
+    if (newstate == L_TCP_ESTABLISHED && oldstate == L_TCP_SYN_SENT) {
+        /* numbered when the opener's handshake completes: a refused or
+         * unanswered attempt is no channel in the trace either */
         struct chan_val v = {.opener = owner, .chan = next_channel(owner, daddr, L_IPPROTO_TCP)};
         sk_chans.update(&key, &v);
-    } else if (newstate == L_TCP_ESTABLISHED && oldstate == L_TCP_SYN_SENT) {
-        struct chan_val *v = sk_chans.lookup(&key);
-        if (!v)
-            return;
         struct flow_key t = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport,
                              .proto = L_IPPROTO_TCP};
-        struct chan_val copy = *v;
-        tuple_chans.update(&t, &copy);
+        tuple_chans.update(&t, &v);
     } else if (newstate == L_TCP_CLOSE) {
         sk_chans.delete(&key);
     }

@@ -48,8 +48,13 @@ def program(ebpf):
         yield loaded
 
 
-def scenario(directory: Path, proto: str, count: int, gap: float, wait: float) -> Path:
+def scenario(directory: Path, proto: str, count: int, gap: float, wait: float,
+             late: float = 0.0) -> Path:
+    """receiver + sender; `late`: the receiver starts that much later, so the
+    sender's first connects are refused (and retried)."""
     recv = f"{FNODE} {proto}-recv 9000 {{workdir}}/received"
+    if late:
+        recv = f"sleep {late}; exec {recv}"
     send = f"{FNODE} {proto}-send {{receiver}} 9000 {count} {gap} {{workdir}}/sent"
     text = f"""
 name = "faults-{proto}"
@@ -74,9 +79,10 @@ cmd = "true"
 
 
 def run(program, tmp_path: Path, proto: str, plan: list[PlannedFault], *, count: int = 6,
-        gap: float = 0.05, wait: float = 1.0) -> tuple[TracedRun, list[str], list[str]]:
+        gap: float = 0.05, wait: float = 1.0,
+        late: float = 0.0) -> tuple[TracedRun, list[str], list[str]]:
     """One run with the plan armed: (run, receiver's lines, sender's lines)."""
-    traced = traced_run(load_scenario(scenario(tmp_path, proto, count, gap, wait)),
+    traced = traced_run(load_scenario(scenario(tmp_path, proto, count, gap, wait, late)),
                         tmp_path / "store", program, plan)
     assert traced.result.status == "ok", traced.result.error
     work = Path(traced.result.run_dir) / "work"
@@ -130,6 +136,21 @@ def test_cut_blocks_tcp_from_message_k_on(program, tmp_path):
     assert report.message == "sender->receiver:tcp0@sender#3"
     assert delivered(traced, "sender") == [f"sender->receiver:tcp0@sender#{i}" for i in range(3)]
     assert len(sends(traced, "sender")) == 6
+
+
+def test_refused_connects_take_no_channel_number(program, tmp_path):
+    """The receiver starts late: the sender's first connects are refused. They
+    carry no message, so the trace does not number them, and neither may the
+    kernel: the cut still fires on tcp0, the connection that carried data."""
+    trigger = SendTrigger("sender", nth=3, peer="receiver", proto="tcp", channel=0,
+                          opener="sender")
+    traced, received, _ = run(program, tmp_path, "tcp", [PlannedFault("cut", trigger, CutFlow())],
+                              late=0.3)
+    refused = [e for e in traced.trace.events if e.syscall == "connect" and e.node == "sender"
+               and e.ret == -111]
+    assert refused  # the situation this test is about did arise
+    assert received == ["m0", "m1", "m2"]
+    assert only_report(traced).message == "sender->receiver:tcp0@sender#3"
 
 
 def test_payload_prefix_anchor(program, tmp_path):
@@ -306,9 +327,13 @@ def test_sigterm_while_a_node_is_paused_and_partitioned_leaves_nothing(tmp_path)
         assert engine.poll() is None and time.monotonic() < deadline, engine.communicate()
         time.sleep(0.05)
     time.sleep(0.6)  # the pause has fired
-    during = ldfi_resources() - before
-    ours = {r for r in during if r.startswith(("netns:", "hosts:", "cgroup:"))}
-    assert ours and _mine(tmp_path)
+    mine = _mine(tmp_path)
+    assert mine
+    # our slot, from one of our processes' cgroup: /.../ldfi-<slot>/<node>
+    slot = Path(Path(f"/proc/{mine[0]}/cgroup").read_text().strip().split(":")[-1]).parent.name
+    ours = {r for r in ldfi_resources() - before
+            if r.startswith(("netns:", "hosts:", "cgroup:")) and f"{slot}-" in r + "-"}
+    assert ours
     engine.send_signal(signal.SIGTERM)
     _, err = engine.communicate(timeout=30)
     assert engine.returncode == 130, err
