@@ -12,25 +12,22 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from protocol import Node, serve
+from protocol import DeliveryNode, serve
 
 ROUNDS = 10  # at most this many sends per receiver, until acked
 RESEND_EVERY = 2  # ticks: a round trip
 
 
-class AckDeliv(Node):
+class AckDeliv(DeliveryNode):
     transport = "udp"
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.delivered = []
         self.acked = set()  # (value, peer) pairs acknowledged to us
 
     def deliver(self, value):
         """Deliver once, and start sending to every other node until acked."""
-        if value not in self.delivered:
-            self.delivered.append(value)
-            self.log(f"delivered {value!r}")
+        if super().deliver(value):
             for peer in self.peers:
                 self.resend(value, peer, ROUNDS)
 
@@ -51,9 +48,6 @@ class AckDeliv(Node):
             self.deliver(msg["value"])
         elif msg["type"] == "ack":
             self.acked.add((msg["value"], src))
-
-    def status(self):
-        return {"delivered": self.delivered}
 
 
 if __name__ == "__main__":

@@ -11,22 +11,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from protocol import Node, serve
+from protocol import DeliveryNode, serve
 
 
-class ClassicDeliv(Node):
+class ClassicDeliv(DeliveryNode):
     transport = "udp"
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.delivered = []
 
     def receive(self, value):
         """First receipt: relay to every other node, then deliver."""
         if value not in self.delivered:
             self.broadcast(self.peers, "bcast", value=value)
-            self.delivered.append(value)
-            self.log(f"delivered {value!r}")
+            self.deliver(value)
 
     def on_command(self, msg, conn):
         if msg["type"] == "bcast":
@@ -35,9 +30,6 @@ class ClassicDeliv(Node):
     def on_message(self, src, msg):
         if msg["type"] == "bcast":
             self.receive(msg["value"])
-
-    def status(self):
-        return {"delivered": self.delivered}
 
 
 if __name__ == "__main__":

@@ -287,6 +287,26 @@ class Node:
         self._links.pop(peer).close()
 
 
+
+class DeliveryNode(Node):
+    """A node of the delivery protocols: a list of delivered values, reported
+    by the status query (what check_delivery.py reads)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.delivered = []
+
+    def deliver(self, value):
+        """Deliver `value` unless already delivered; True if it was new."""
+        if value in self.delivered:
+            return False
+        self.delivered.append(value)
+        self.log(f"delivered {value!r}")
+        return True
+
+    def status(self):
+        return {"delivered": self.delivered}
+
 def serve(node_class: type[Node], description: str) -> None:
     """The main() of a node program whose class takes only (name, nodes, port)."""
     args = node_args(description).parse_args()

@@ -11,23 +11,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from protocol import Node, serve
+from protocol import DeliveryNode, serve
 
 ROUNDS = 10  # sends per other node, one per tick, by every node that has the value
 
 
-class RedunDeliv(Node):
+class RedunDeliv(DeliveryNode):
     transport = "udp"
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.delivered = []
 
     def deliver(self, value):
         """Deliver once, and start relaying it."""
-        if value not in self.delivered:
-            self.delivered.append(value)
-            self.log(f"delivered {value!r}")
+        if super().deliver(value):
             self.relay(value, ROUNDS)
 
     def relay(self, value, rounds_left):
@@ -42,9 +36,6 @@ class RedunDeliv(Node):
     def on_message(self, src, msg):
         if msg["type"] == "deliver":
             self.deliver(msg["value"])
-
-    def status(self):
-        return {"delivered": self.delivered}
 
 
 if __name__ == "__main__":

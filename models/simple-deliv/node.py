@@ -9,20 +9,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
-from protocol import Node, serve
+from protocol import DeliveryNode, serve
 
 
-class SimpleDeliv(Node):
+class SimpleDeliv(DeliveryNode):
     transport = "udp"
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.delivered = []
-
-    def deliver(self, value):
-        if value not in self.delivered:
-            self.delivered.append(value)
-            self.log(f"delivered {value!r}")
 
     def on_command(self, msg, conn):
         if msg["type"] == "bcast":
@@ -32,9 +23,6 @@ class SimpleDeliv(Node):
     def on_message(self, src, msg):
         if msg["type"] == "deliver":
             self.deliver(msg["value"])
-
-    def status(self):
-        return {"delivered": self.delivered}
 
 
 if __name__ == "__main__":
