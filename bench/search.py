@@ -63,14 +63,15 @@ def run_search(program: TraceProgram, model: str, case: dict, strategy: str, see
     return Outcome(result.verdict, runs, wall, result.search_space)
 
 
-def cases(selected: list[str] | None) -> list[tuple[str, dict]]:
+def cases(selected: list[str] | None, bugs_only: bool = False) -> list[tuple[str, dict]]:
     out = []
     for path in sorted(MODELS.glob("*/expected.toml")):
         model = path.parent.name
         if selected and model not in selected:
             continue
         for case in tomllib.loads(path.read_text()).get("case", []):
-            out.append((model, case))
+            if not bugs_only or case.get("verdict") == "bug":
+                out.append((model, case))
     return out
 
 
@@ -88,12 +89,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument("--max-runs", type=int, default=300)
+    parser.add_argument("--bugs-only", action="store_true",
+                        help="only the budgets under which a bug is expected")
     parser.add_argument("--exhaustive-limit", type=int, default=60,
                         help="run exhaustive only when its space is at most this many sets")
     args = parser.parse_args()
     rows = []
     with TraceProgram() as program:
-        for model, case in cases(args.models.split(",") if args.models else None):
+        for model, case in cases(args.models.split(",") if args.models else None,
+                                 args.bugs_only):
             ldfi = run_search(program, model, case, "ldfi", 0, args.max_runs)
             randoms = [run_search(program, model, case, "random", seed, args.max_runs)
                        for seed in range(args.seeds)]
