@@ -2,14 +2,24 @@
  * state changes of the tasks in selected cgroup v2 cgroups.
  *
  * Compiled by bcc. Kernel-internal structs are NEVER accessed through the
- * (6.1) headers bcc compiles with: every field is read with an explicit
- * bpf_probe_read_kernel() at an offset taken from the running kernel's BTF
- * (tracer/btf.py) and passed as -DOFF_...=N. Do not write `task->files`
- * etc.: bcc would silently rewrite it with the wrong (header) layout.
+ * (6.1) headers bcc compiles with: every field is read with LD() at an
+ * offset taken from the running kernel's BTF (tracer/btf.py, passed as
+ * -DOFF_...=N), from an address given its kernel type by CAST() (see there:
+ * typed loads, or bpf_probe_read_kernel() without KFUNC_CAST). Do not write
+ * `task->files` etc.: bcc would silently rewrite it with the wrong (header)
+ * layout.
+ *
+ * Cost matters here: these programs run at the entry and exit of every
+ * socket system call of the traced processes. On the project's VM a helper
+ * call costs 20-80 ns (retpolines, SRSO safe-RET), so the hot path avoids
+ * them where it can: typed loads instead of bpf_probe_read_kernel, the
+ * cgroup id read from the task, one task-storage lookup per side.
+ * docs/performance.md has the measurements.
  *
  * Other compile-time parameters: PAYLOAD_N, RINGBUF_PAGES, SELF_TGID,
  * ANCESTOR_LEVEL (0 = exact cgroup match only), MMSG_MAX, DROP_EAGAIN,
- * WAKEUP_FLAGS (0, or BPF_RB_NO_WAKEUP = 1 for a polling consumer).
+ * WAKEUP_FLAGS (0, or BPF_RB_NO_WAKEUP = 1 for a polling consumer),
+ * KFUNC_CAST and the BTF ids it needs (BTF_FUNC_RDONLY_CAST, BTF_T_*).
  */
 #include <uapi/linux/ptrace.h>
 #include "trace.h"
@@ -43,10 +53,19 @@
 _Static_assert(sizeof(struct ev_sock) == ((EV_SOCK_SIZE_BASE + PAYLOAD_N + 7) & ~7), "ev_sock layout");
 _Static_assert(sizeof(struct ev_proc) == EV_PROC_SIZE, "ev_proc layout");
 _Static_assert(sizeof(struct ev_tcpstate) == EV_TCPSTATE_SIZE, "ev_tcpstate layout");
+/* Every record reserved here has one size, that of the largest (ev_sock):
+ * the reader (tracer/ringbuf.py) checks runs of equal-size records with a
+ * few slices instead of one step per record. */
+#define RECORD_SIZE sizeof(struct ev_sock)
+_Static_assert(sizeof(struct ev_proc) <= RECORD_SIZE, "ev_proc fits a record");
+_Static_assert(sizeof(struct ev_tcpstate) <= RECORD_SIZE, "ev_tcpstate fits a record");
 
 /* entry arguments, kept per thread from sys_enter to sys_exit */
 struct stash {
+    u64 scope_cg;   /* the thread was in scope in this cgroup ... */
+    u64 scope_gen;  /* ... at this scope generation (see scope_gen) */
     u64 ts;
+    u64 cg;         /* cgroup id at entry (the record's) */
     u64 sk;
     u64 buf;        /* buf / iovec array / user_msghdr / mmsghdr array */
     u64 addr;       /* recvfrom: user sockaddr the kernel fills */
@@ -71,6 +90,10 @@ struct gather {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(cgroups, u64, u32, 1024);            /* traced cgroup v2 ids */
+/* User space bumps scope_gen[0] after each change of `cgroups`. A thread's
+ * stash remembers that it was in scope (its cgroup, this generation), so its
+ * next socket calls skip the `cgroups` lookup (~25 ns). */
+BPF_ARRAY(scope_gen, u64, 1);
 /* Entry arguments live in task-local storage: no hashing, no bucket lock,
  * and freed with the task (a hash keyed by tid cost ~200 ns per update). */
 BPF_TASK_STORAGE(stash, struct stash);
@@ -86,10 +109,54 @@ static __always_inline void cnt_inc(u32 idx)
         (*c)++;
 }
 
-/* Is the current task in a traced cgroup? */
-static __always_inline int traced(u64 *cg)
+/* Kernel memory access. With KFUNC_CAST (the default where the kernel has
+ * the bpf_rdonly_cast kfunc: 6.2+), kernel pointers are BTF-typed and fields
+ * are read with plain loads, which the verifier turns into exception-safe
+ * loads (BPF_PROBE_MEM): a few ns each instead of a ~30 ns helper call (on
+ * this host every call and return pays for retpolines and the SRSO safe-RET
+ * mitigation). A pointer member loaded from a typed pointer is typed too
+ * (task->files, sk->skc_net); CAST gives its kernel type back to an address
+ * that lost it (a void * or pointer-array member, a sock kept as a number in
+ * a map): bpf_rdonly_cast is turned by the verifier into a register move, it
+ * costs nothing. Without KFUNC_CAST (older kernels: tracer/program.py falls
+ * back when the typed programs do not load), every LD is a
+ * bpf_probe_read_kernel and CAST does nothing. */
+#if KFUNC_CAST
+/* bcc cannot declare a kfunc: this "helper" number is the kfunc's BTF id,
+ * and tracer/program.py marks the call as a kfunc call before loading */
+static void *(*bpf_rdonly_cast)(void *obj, u32 btf_id) = (void *)BTF_FUNC_RDONLY_CAST;
+#define CAST(p, T) ((u64)bpf_rdonly_cast((void *)(u64)(p), BTF_T_##T))
+#define LD(type, p, off) (*(type *)((u64)(p) + (off)))
+#else
+#define CAST(p, T) ((u64)(p))
+#define LD(type, p, off) ({ type __v = 0; \
+    bpf_probe_read_kernel(&__v, sizeof(__v), (void *)((u64)(p) + (off))); __v; })
+#endif
+/* a typed (trusted) task pointer: task storage needs one, LD may read it */
+#define CURRENT_TASK() ((u64)bpf_get_current_task_btf())
+
+/* bpf_get_current_cgroup_id(), as loads: task->cgroups->dfl_cgrp->kn->id */
+static __always_inline u64 task_cgroup_id(u64 task)
 {
-    u64 id = bpf_get_current_cgroup_id();
+#if KFUNC_CAST
+    u64 cset = LD(u64, task, OFF_TASK_CGROUPS);
+    if (!cset)
+        return 0;
+    u64 cgrp = LD(u64, cset, OFF_CSS_SET_DFL_CGRP);
+    if (!cgrp)
+        return 0;
+    u64 kn = LD(u64, cgrp, OFF_CGROUP_KN);
+    if (!kn)
+        return 0;
+    return LD(u64, kn, OFF_KERNFS_NODE_ID);
+#else
+    return bpf_get_current_cgroup_id();
+#endif
+}
+
+/* Is cgroup `id` (the current task's) traced? */
+static __always_inline int in_scope(u64 id)
+{
     if (!cgroups.lookup(&id)) {
 #if ANCESTOR_LEVEL > 0
         u64 anc = bpf_get_current_ancestor_cgroup_id(ANCESTOR_LEVEL);
@@ -99,54 +166,60 @@ static __always_inline int traced(u64 *cg)
         return 0;
 #endif
     }
-    if ((bpf_get_current_pid_tgid() >> 32) == SELF_TGID)
+    return 1;
+}
+
+/* Is this (current) task in a traced cgroup? */
+static __always_inline int traced_task(u64 task, u64 *cg)
+{
+    if (LD(u32, task, OFF_TASK_TGID) == SELF_TGID)
+        return 0;
+    u64 id = task_cgroup_id(task);
+    if (!in_scope(id))
         return 0;
     *cg = id;
     return 1;
 }
 
-static __always_inline u64 rd64(u64 addr)
+static __always_inline int traced(u64 *cg)
 {
-    u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
-    return v;
+    return traced_task(CURRENT_TASK(), cg);
 }
 
 /* fd -> struct sock *, or 0 if fd is not an AF_INET/AF_INET6 TCP/UDP socket.
  * task->files->fdt->fd[fd] (struct file *) ->f_inode->i_mode must be
  * S_IFSOCK; then file->private_data is the struct socket, ->sk the sock. */
-static __always_inline u64 fd_to_sk(u64 fd)
+static __always_inline u64 fd_to_sk(u64 task, u64 fd)
 {
-    u64 task = bpf_get_current_task();
-    u64 files = rd64(task + OFF_TASK_FILES);
+    u64 files = LD(u64, task, OFF_TASK_FILES);
     if (!files)
         return 0;
-    u64 fdt = rd64(files + OFF_FILES_FDT);
+    u64 fdt = LD(u64, files, OFF_FILES_FDT);
     if (!fdt)
         return 0;
-    u32 max_fds = 0;
-    bpf_probe_read_kernel(&max_fds, 4, (void *)(fdt + OFF_FDT_MAX_FDS));
+    u32 max_fds = LD(u32, fdt, OFF_FDT_MAX_FDS);
     if (fd >= max_fds)
         return 0;
-    u64 fdarr = rd64(fdt + OFF_FDT_FD);
-    u64 file = rd64(fdarr + fd * 8);
+    u64 fdarr = LD(u64, fdt, OFF_FDT_FD);
+    u64 file = CAST(LD(u64, fdarr, fd * 8), FILE);
     if (!file)
         return 0;
-    u64 inode = rd64(file + OFF_FILE_INODE);
-    u16 mode = 0;
-    bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE));
+    u64 inode = LD(u64, file, OFF_FILE_INODE);
+    if (!inode)
+        return 0;
+    u16 mode = LD(u16, inode, OFF_INODE_MODE);
     if ((mode & L_S_IFMT) != L_S_IFSOCK)
         return 0;
-    u64 sock = rd64(file + OFF_FILE_PRIVATE);
-    u64 sk = rd64(sock + OFF_SOCKET_SK);
+    u64 sock = CAST(LD(u64, file, OFF_FILE_PRIVATE), SOCKET);
+    if (!sock)
+        return 0;
+    u64 sk = LD(u64, sock, OFF_SOCKET_SK);
     if (!sk)
         return 0;
-    u16 fam = 0;
-    bpf_probe_read_kernel(&fam, 2, (void *)(sk + OFF_SK_FAMILY));
+    u16 fam = LD(u16, sk, OFF_SK_FAMILY);
     if (fam != L_AF_INET && fam != L_AF_INET6)
         return 0;
-    u16 proto = 0;
-    bpf_probe_read_kernel(&proto, 2, (void *)(sk + OFF_SK_PROTOCOL));
+    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
     if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
         return 0;
     return sk;
@@ -154,66 +227,82 @@ static __always_inline u64 fd_to_sk(u64 fd)
 
 static __always_inline u32 sk_netns(u64 sk)
 {
-    u64 net = rd64(sk + OFF_SK_NET);
-    u32 inum = 0;
-    if (net)
-        bpf_probe_read_kernel(&inum, 4, (void *)(net + OFF_NET_INUM));
-    return inum;
+    u64 net = LD(u64, sk, OFF_SK_NET);
+    if (!net)
+        return 0;
+    return LD(u32, net, OFF_NET_INUM);
+}
+
+static __always_inline void fill_hdr_task(struct ev_hdr *h, u32 kind, u64 cg, u64 task)
+{
+    h->ts = bpf_ktime_get_ns();
+    h->kind = kind;
+    h->pid = LD(u32, task, OFF_TASK_TGID);
+    h->tid = LD(u32, task, OFF_TASK_PID);
+    h->netns = 0;
+    h->cgroup = cg;
+#if KFUNC_CAST
+    *(u64 *)h->comm = LD(u64, task, OFF_TASK_COMM);
+    *(u64 *)(h->comm + 8) = LD(u64, task, OFF_TASK_COMM + 8);
+#else
+    bpf_get_current_comm(h->comm, sizeof(h->comm));
+#endif
 }
 
 static __always_inline void fill_hdr(struct ev_hdr *h, u32 kind, u64 cg)
 {
-    u64 pt = bpf_get_current_pid_tgid();
-    h->ts = bpf_ktime_get_ns();
-    h->kind = kind;
-    h->pid = pt >> 32;
-    h->tid = (u32)pt;
-    h->netns = 0;
-    h->cgroup = cg;
-    bpf_get_current_comm(h->comm, sizeof(h->comm));
+    fill_hdr_task(h, kind, cg, CURRENT_TASK());
 }
 
 /* endpoints, family, protocol, state, netns, TCP sequence numbers */
-static __always_inline void fill_sock(struct ev_sock *e, u64 sk)
+static __always_inline void fill_sock(struct ev_sock *e, u64 sk_addr)
 {
-    u8 skc[SKC_SPAN];
-    e->sk = sk;
+    e->sk = sk_addr;
     e->family = 0; e->proto = 0; e->sotype = 0; e->lport = 0; e->rport = 0;
     e->rfamily = 0; e->state = 0; e->seq_w = 0; e->seq_r = 0;
     __builtin_memset(e->laddr, 0, 16);
     __builtin_memset(e->raddr, 0, 16);
-    if (!sk)
+    if (!sk_addr)
         return;
+    u64 sk = CAST(sk_addr, SOCK);
+#if KFUNC_CAST
+#define SKC(type, off) LD(type, sk, off)
+#else
+    /* helper reads: the address fields of sock_common in one read */
+    u8 skc[SKC_SPAN];
     if (bpf_probe_read_kernel(skc, sizeof(skc), (void *)sk) != 0)
         return;
-    u16 fam = *(u16 *)(skc + OFF_SK_FAMILY);
+#define SKC(type, off) (*(type *)(skc + (off)))
+#endif
+    u16 fam = SKC(u16, OFF_SK_FAMILY);
     e->family = fam;
     e->rfamily = fam;
-    e->state = *(u8 *)(skc + OFF_SK_STATE);
-    e->lport = *(u16 *)(skc + OFF_SK_NUM);                 /* host order */
+    e->state = SKC(u8, OFF_SK_STATE);
+    e->lport = SKC(u16, OFF_SK_NUM);                         /* host order */
     if (!e->lport) {
         /* a TCP sock that reached CLOSE is unhashed: inet_put_port() zeroes
          * skc_num, but inet_sock.inet_sport (network order) keeps the port */
-        u16 sport = 0;
-        bpf_probe_read_kernel(&sport, 2, (void *)(sk + OFF_INET_SPORT));
-        e->lport = __builtin_bswap16(sport);
+        e->lport = __builtin_bswap16(LD(u16, CAST(sk_addr, INET_SOCK), OFF_INET_SPORT));
     }
-    e->rport = __builtin_bswap16(*(u16 *)(skc + OFF_SK_DPORT)); /* network order */
+    e->rport = __builtin_bswap16(SKC(u16, OFF_SK_DPORT));    /* network order */
     if (fam == L_AF_INET6) {
-        __builtin_memcpy(e->laddr, skc + OFF_SK_V6_RCV_SADDR, 16);
-        __builtin_memcpy(e->raddr, skc + OFF_SK_V6_DADDR, 16);
+        *(u64 *)e->laddr = SKC(u64, OFF_SK_V6_RCV_SADDR);
+        *(u64 *)(e->laddr + 8) = SKC(u64, OFF_SK_V6_RCV_SADDR + 8);
+        *(u64 *)e->raddr = SKC(u64, OFF_SK_V6_DADDR);
+        *(u64 *)(e->raddr + 8) = SKC(u64, OFF_SK_V6_DADDR + 8);
     } else {
-        __builtin_memcpy(e->laddr, skc + OFF_SK_RCV_SADDR, 4);
-        __builtin_memcpy(e->raddr, skc + OFF_SK_DADDR, 4);
+        *(u32 *)e->laddr = SKC(u32, OFF_SK_RCV_SADDR);
+        *(u32 *)e->raddr = SKC(u32, OFF_SK_DADDR);
     }
+#undef SKC
     e->h.netns = sk_netns(sk);
-    u16 pt[2] = {};
-    bpf_probe_read_kernel(pt, 4, (void *)(sk + OFF_SK_PROTOCOL)); /* sk_protocol, sk_type */
-    e->proto = pt[0];
-    e->sotype = pt[1];
-    if (pt[0] == L_IPPROTO_TCP) {
-        bpf_probe_read_kernel(&e->seq_w, 4, (void *)(sk + OFF_TCP_WRITE_SEQ));
-        bpf_probe_read_kernel(&e->seq_r, 4, (void *)(sk + OFF_TCP_COPIED_SEQ));
+    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
+    e->proto = proto;
+    e->sotype = LD(u16, sk, OFF_SK_TYPE);
+    if (proto == L_IPPROTO_TCP) {
+        u64 tp = CAST(sk_addr, TCP_SOCK);
+        e->seq_w = LD(u32, tp, OFF_TCP_WRITE_SEQ);
+        e->seq_r = LD(u32, tp, OFF_TCP_COPIED_SEQ);
         e->flags |= F_SEQ;
     }
 }
@@ -360,24 +449,37 @@ static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16
 static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
                                  u64 addrlen, u32 msg_flags, int mode)
 {
-    u64 cg;
-    if (!traced(&cg))
+    u64 task = CURRENT_TASK();
+    if (LD(u32, task, OFF_TASK_TGID) == SELF_TGID)
         return 0;
+    u64 cg = task_cgroup_id(task);
+    u32 zero = 0;
+    u64 *genp = scope_gen.lookup(&zero);
+    u64 gen = genp ? *genp : 0;  /* read before `cgroups`: a verdict never outlives its generation */
+    struct stash *st = stash.task_storage_get((struct task_struct *)task, 0, 0);
+    if (!st || st->scope_cg != cg || st->scope_gen != gen) {
+        if (!in_scope(cg))
+            return 0;
+        if (!st)
+            st = stash.task_storage_get((struct task_struct *)task, 0,
+                                        BPF_LOCAL_STORAGE_GET_F_CREATE);
+        if (!st) {
+            cnt_inc(CNT_LOST_STASH);
+            return 0;
+        }
+        st->scope_cg = cg;
+        st->scope_gen = gen;
+    }
     u64 sk = 0;
     if (sys != SYS_SOCKET) {
         if (fd < 0)
             return 0;
-        sk = fd_to_sk(fd);
+        sk = fd_to_sk(task, fd);
         if (!sk)
             return 0;
     }
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct stash *st = stash.task_storage_get(task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (!st) {
-        cnt_inc(CNT_LOST_STASH);
-        return 0;
-    }
     st->ts = bpf_ktime_get_ns();
+    st->cg = cg;
     st->sk = sk;
     st->buf = buf;
     st->addr = uaddr;
@@ -408,9 +510,10 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
 
 /* ------------------------------------------------------------------- exit */
 
-static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64 ret, u64 cg)
+static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64 ret, u64 cg,
+                                        u64 task)
 {
-    fill_hdr(&e->h, EV_SOCK, cg);
+    fill_hdr_task(&e->h, EV_SOCK, cg, task);
     e->ts_enter = st->ts;
     e->ret = ret;
     e->count = st->count;
@@ -425,17 +528,18 @@ static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64
 /* one message of sendmmsg/recvmmsg: struct mmsghdr { struct user_msghdr
  * msg_hdr (56 B); u32 msg_len; } = 64 B. msg_len is filled by the kernel
  * for both directions. */
-static __always_inline int emit_mmsg_one(struct stash *st, s64 ret, u64 cg, const u32 i)
+static __always_inline int emit_mmsg_one(struct stash *st, s64 ret, u64 cg, u64 task,
+                                         const u32 i)
 {
     u64 m[8] = {};
     if (bpf_probe_read_user(m, 64, (void *)(st->buf + i * 64)) != 0)
         return -1;
-    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    struct ev_sock *e = events.ringbuf_reserve(RECORD_SIZE);
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         return 0;
     }
-    fill_common(e, st, (u32)m[7], cg);
+    fill_common(e, st, (u32)m[7], cg, task);
     e->count = ret;
     e->msg_idx = i;
     fill_sock(e, st->sk);
@@ -466,8 +570,8 @@ static __always_inline int emit_mmsg_one(struct stash *st, s64 ret, u64 cg, cons
 /* Unrolled by hand: as a loop, clang turns the bound into an equality test
  * against min(ret, MMSG_MAX)*64 and the verifier cannot bound it ("The
  * sequence of 8193 jumps is too complex"); #pragma unroll did not help. */
-#define MMSG_STEP(i) if (ret > i && MMSG_MAX > i && emit_mmsg_one(st, ret, cg, i) < 0) return;
-static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg)
+#define MMSG_STEP(i) if (ret > i && MMSG_MAX > i && emit_mmsg_one(st, ret, cg, task, i) < 0) return;
+static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg, u64 task)
 {
     MMSG_STEP(0) MMSG_STEP(1) MMSG_STEP(2) MMSG_STEP(3)
     MMSG_STEP(4) MMSG_STEP(5) MMSG_STEP(6) MMSG_STEP(7)
@@ -484,13 +588,12 @@ static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg)
  * other system calls, so each exit program only holds its own path (one
  * generic program with the mmsg loop inlined made the verifier give up:
  * "The sequence of 8193 jumps is too complex"). */
-static __always_inline int do_exit_ev(s64 ret, const u16 sys)
+static __always_inline int exit_task(u64 task, s64 ret, const u16 sys)
 {
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-    struct stash *st = stash.task_storage_get(task, 0, 0);
+    struct stash *st = stash.task_storage_get((struct task_struct *)task, 0, 0);
     if (!st || !st->sys)
         return 0;  /* no entry recorded for this call */
-    u64 cg = bpf_get_current_cgroup_id();
+    u64 cg = st->cg;
     if (st->sys != sys)
         goto out;  /* stale entry (tracer attached mid-syscall) */
     if (fault_exit(st, ret))
@@ -501,22 +604,22 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 #endif
     if (sys == SYS_SENDMMSG || sys == SYS_RECVMMSG) {
         if (ret > 0) {
-            emit_mmsg(st, ret, cg);
+            emit_mmsg(st, ret, cg, task);
             goto out;
         }
     }
     u64 sk = st->sk;
     if ((sys == SYS_ACCEPT || sys == SYS_ACCEPT4 || sys == SYS_SOCKET) && ret >= 0) {
-        sk = fd_to_sk(ret);  /* the new fd is only known at exit */
+        sk = fd_to_sk(task, ret);  /* the new fd is only known at exit */
         if (!sk && sys == SYS_SOCKET)
             goto out;        /* not a TCP/UDP socket (raw, icmp, ...) */
     }
-    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    struct ev_sock *e = events.ringbuf_reserve(RECORD_SIZE);
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         goto out;
     }
-    fill_common(e, st, ret, cg);
+    fill_common(e, st, ret, cg, task);
     fill_sock(e, sk);
     if (sys == SYS_SOCKET && ret < 0) {
         e->family = st->buf;  /* socket(family, type, protocol) that failed */
@@ -578,6 +681,11 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 out:
     st->sys = 0;  /* consumed */
     return 0;
+}
+
+static __always_inline int do_exit_ev(s64 ret, const u16 sys)
+{
+    return exit_task(CURRENT_TASK(), ret, sys);
 }
 
 /* ------------------------------------------------------ syscall tracepoints */
@@ -674,18 +782,19 @@ TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) { return do_exit_ev(args->ret, SYS
 /* close: emitted at entry, while the fd and the sock still exist (after a
  * last close a UDP/TCP sock may be freed before sys_exit). */
 TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 task = CURRENT_TASK();
     u64 cg;
-    if (!traced(&cg))
+    if (!traced_task(task, &cg))
         return 0;
-    u64 sk = fd_to_sk(args->fd);
+    u64 sk = fd_to_sk(task, args->fd);
     if (!sk)
         return 0;
-    struct ev_sock *e = events.ringbuf_reserve(sizeof(struct ev_sock));
+    struct ev_sock *e = events.ringbuf_reserve(RECORD_SIZE);
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         return 0;
     }
-    fill_hdr(&e->h, EV_SOCK, cg);
+    fill_hdr_task(&e->h, EV_SOCK, cg, task);
     e->ts_enter = e->h.ts;
     e->ret = 0;
     e->count = 0;
@@ -707,7 +816,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
  * (counted as lost) when the ring buffer is full. */
 static __always_inline struct ev_proc *reserve_proc(u32 kind, u64 cg)
 {
-    struct ev_proc *e = events.ringbuf_reserve(sizeof(struct ev_proc));
+    struct ev_proc *e = events.ringbuf_reserve(RECORD_SIZE);
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         return 0;
@@ -737,10 +846,11 @@ RAW_TRACEPOINT_PROBE(sched_process_fork) {
     if (!e)
         return 0;
     u64 parent = ctx->args[0], child = ctx->args[1];
-    u32 ptgid = 0, cpid = 0, ctgid = 0;
-    bpf_probe_read_kernel(&ptgid, 4, (void *)(parent + OFF_TASK_TGID));
-    bpf_probe_read_kernel(&cpid, 4, (void *)(child + OFF_TASK_PID));
-    bpf_probe_read_kernel(&ctgid, 4, (void *)(child + OFF_TASK_TGID));
+    parent = CAST(parent, TASK);
+    child = CAST(child, TASK);
+    u32 ptgid = LD(u32, parent, OFF_TASK_TGID);
+    u32 cpid = LD(u32, child, OFF_TASK_PID);
+    u32 ctgid = LD(u32, child, OFF_TASK_TGID);
     e->ppid = ptgid;
     e->child_pid = ctgid;
     e->child_tid = cpid;
@@ -770,7 +880,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     struct ev_proc *e = reserve_proc(EV_EXIT, cg);
     if (!e)
         return 0;
-    bpf_probe_read_kernel(&e->exit_code, 4, (void *)(bpf_get_current_task() + OFF_TASK_EXIT_CODE));
+    e->exit_code = LD(s32, CURRENT_TASK(), OFF_TASK_EXIT_CODE);
     e->flags = args->group_dead;
     submit_proc(e);
     return 0;
@@ -793,7 +903,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     u64 sk = (u64)args->skaddr;
     u64 cg = 0;
     u8 owner_by;
-    u32 netns = sk_netns(sk);
+    u32 netns = sk_netns(CAST(sk, SOCK));
     u64 *kcg = known_socks.lookup(&sk);
     if (kcg) {
         cg = *kcg;
@@ -820,7 +930,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
                  | (u32)args->daddr[3] << 24;
     fault_tcp_state(sk, cg, args->oldstate, args->newstate, args->family, saddr4, daddr4,
                     args->sport, args->dport);
-    struct ev_tcpstate *e = events.ringbuf_reserve(sizeof(struct ev_tcpstate));
+    struct ev_tcpstate *e = events.ringbuf_reserve(RECORD_SIZE);
     if (!e) {
         cnt_inc(CNT_LOST_RINGBUF);
         return 0;

@@ -64,7 +64,7 @@ class Decoder:
         self.nodes = dict(nodes)
         self.seq = 0
 
-    def decode(self, record: bytes) -> Event | None:
+    def decode(self, record: bytes | memoryview) -> Event | None:
         ts, kind, pid, tid, netns, cgroup, comm = _HDR.unpack_from(record, 0)
         event = Event(seq=self.seq, kind="", ts=ts, pid=pid, tid=tid, comm=_cstr(comm),
                       node=self.nodes.get(cgroup, ""), cgroup=cgroup, netns=netns)

@@ -2,9 +2,9 @@
 
 Compiling costs about a second, so a TraceProgram is built once and reused:
 each run only puts its cgroup ids into the `cgroups` map (the kernel side
-ignores every task outside them), drains the ring buffer every few
-milliseconds while the run goes on (records are submitted without waking
-us: see tracer/ringbuf.py), and takes the ids out again at the end.
+ignores every task outside them), drains the ring buffer every 5-50 ms
+while the run goes on (records are submitted without waking us: see
+tracer/ringbuf.py), and takes the ids out again at the end.
 
     program = TraceProgram(payload_bytes=64)
     recording = program.record({cgroup_id: "server", ...})
@@ -14,9 +14,11 @@ us: see tracer/ringbuf.py), and takes the ids out again at the end.
 
 from __future__ import annotations
 
+import bisect
 import ctypes as ct
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -28,11 +30,24 @@ from tracer import btf
 from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
 from tracer.kernel import quiet_stderr
-from tracer.ringbuf import RingReader, split_records
+from tracer.ringbuf import RingReader, SpanBuffer, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
-DRAIN_INTERVAL = 0.005  # s; 16 MiB of ring buffer lasts far longer at any rate we saw
+# The reader sleeps up to DRAIN_MAX between drains (each wake-up takes CPU
+# from the traced system: on 2 cores it preempts it), and DRAIN_MIN after a
+# drain that found more than 1/8 of the ring filled. The longest sleep is
+# also bounded by the time the ring takes to fill at FILL_RATE bytes/s
+# (1.4M records/s: more than this host's 2 cores can produce): 50 ms for
+# the default 16 MiB ring.
+DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
+FILL_RATE = 320e6
 _BPF_RB_NO_WAKEUP = 1
+_BPF_PSEUDO_KFUNC_CALL = 2
+
+
+def record_size(payload_bytes: int) -> int:
+    """The size of (nearly) every record: struct ev_sock's (trace.bpf.c RECORD_SIZE)."""
+    return (H["EV_SOCK_SIZE_BASE"] + payload_bytes + 7) & ~7
 
 
 class TracerUnavailable(RuntimeError):
@@ -44,6 +59,7 @@ class RecordedRun:
     events: list[Event]
     lost_events: int  # events not recorded: ring buffer full, stash full, mmsg past MMSG_MAX
     counters: dict[str, int] = field(default_factory=dict)
+    reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
 
     @property
     def complete(self) -> bool:
@@ -58,10 +74,12 @@ class TraceProgram:
             raise ValueError("ringbuf_pages must be a power of two")
         self.payload_bytes = payload_bytes
         started = time.perf_counter()
-        self.bpf = _compile(payload_bytes, ringbuf_pages)
+        self.bpf, self.typed_loads = _compile(payload_bytes, ringbuf_pages)
         self.load_seconds = time.perf_counter() - started
-        self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages)
+        self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages,
+                               record_size(payload_bytes))
         self._busy = threading.Lock()
+        self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
 
     def close(self) -> None:
@@ -100,13 +118,24 @@ class TraceProgram:
             self._release()
             raise
 
+    def _scope(self, nodes: Mapping[int, str], traced: bool) -> None:
+        """Put the run's cgroups in scope or take them out. The kernel side
+        caches, per thread, that it was in scope at the current generation:
+        bumping the generation (after the change) voids those verdicts."""
+        scope = self.bpf[b"cgroups"]
+        for cgroup_id in nodes:
+            if traced:
+                scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
+            else:
+                scope.pop(ct.c_uint64(cgroup_id), None)
+        self._generation += 1
+        self.bpf[b"scope_gen"][ct.c_int(0)] = ct.c_uint64(self._generation)
+
     def _forget(self, nodes: Mapping[int, str]) -> None:
         """Take the run's cgroups out of scope and drop per-run kernel state: a
         socket-owner entry left behind could attribute a later run's socket
         (same netns inode and port) to this run's cgroup."""
-        scope = self.bpf[b"cgroups"]
-        for cgroup_id in nodes:
-            scope.pop(ct.c_uint64(cgroup_id), None)
+        self._scope(nodes, traced=False)
         self.bpf[b"known_socks"].clear()
         self.bpf[b"listen_ports"].clear()
 
@@ -114,30 +143,134 @@ class TraceProgram:
         self._busy.release()
 
 
-def _compile(payload_bytes: int, ringbuf_pages: int):  # -> bcc.BPF
+def _compile(payload_bytes: int, ringbuf_pages: int) -> tuple[Any, bool]:
+    """(bcc.BPF, whether its kernel reads are typed loads rather than helper calls)"""
     try:
-        from bcc import BPF
+        import bcc  # noqa: F401  (only whether it imports)
     except ImportError as err:
         raise TracerUnavailable(
             f"bcc is not importable ({err}): run 'make setup' (Debian's python3-bpfcc)"
         ) from None
     try:
         offsets = btf.offsets()
+        kernel = _kernel_types()
     except (OSError, KeyError, ValueError) as err:
         raise TracerUnavailable(
             f"cannot read kernel struct offsets from {btf.BTF_PATH} ({err}): "
             "the kernel needs CONFIG_DEBUG_INFO_BTF=y"
         ) from None
-    cflags = [*btf.cflags(offsets), f"-I{BPF_DIR}", f"-DPAYLOAD_N={payload_bytes}",
-              f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DSELF_TGID={os.getpid()}",
-              f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
-    try:
-        with quiet_stderr():
-            return BPF(text=program_source().encode(), cflags=cflags)
-    except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
-        raise TracerUnavailable(
-            f"loading bpf/trace.bpf.c failed ({err}); 'ldfi doctor' shows what is missing"
-        ) from None
+    cflags = [*btf.cflags(offsets), *btf.cflags(kernel), f"-I{BPF_DIR}",
+              f"-DPAYLOAD_N={payload_bytes}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+              f"-DSELF_TGID={os.getpid()}", f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
+    source = program_source().encode()
+    bpf_class = _bpf_class()
+    bpf_class.kfunc_ids = frozenset(v for k, v in kernel.items() if k.startswith("BTF_FUNC_") and v)
+    # Typed kernel loads first; a kernel whose verifier refuses them (no
+    # bpf_rdonly_cast kfunc, or an older pointer model) gets helper reads.
+    failure = None
+    for kfunc_cast in ("1", "0") if kernel["BTF_FUNC_RDONLY_CAST"] else ("0",):
+        try:
+            with quiet_stderr():
+                bpf = bpf_class(text=source, cflags=[*cflags, f"-DKFUNC_CAST={kfunc_cast}"])
+            return bpf, kfunc_cast == "1"
+        except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
+            failure = err
+    raise TracerUnavailable(
+        f"loading bpf/trace.bpf.c failed ({failure}); 'ldfi doctor' shows what is missing"
+    ) from None
+
+
+# What the typed loads of trace.bpf.c (CAST, LD) need beyond btf.NEEDED:
+# the BTF ids of the types it casts addresses to, and a few more offsets
+_TYPES = {"BTF_T_TASK": "task_struct", "BTF_T_FILE": "file", "BTF_T_SOCKET": "socket",
+          "BTF_T_SOCK": "sock", "BTF_T_INET_SOCK": "inet_sock", "BTF_T_TCP_SOCK": "tcp_sock"}
+_MORE = (("OFF_TASK_COMM", "task_struct", "comm", 16),
+         ("OFF_TASK_CGROUPS", "task_struct", "cgroups", 8),
+         ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp", 8),
+         ("OFF_CGROUP_KN", "cgroup", "kn", 8),
+         ("OFF_KERNFS_NODE_ID", "kernfs_node", "id", 8))
+
+
+def _kernel_types(path: str = btf.BTF_PATH) -> dict[str, int]:
+    types = btf.BTF(path)
+    out = {name: types.find_struct(struct_name) for name, struct_name in _TYPES.items()}
+    out["BTF_FUNC_RDONLY_CAST"] = _find_func(types, "bpf_rdonly_cast")
+    for name, struct_name, member, size in _MORE:
+        offset, found = types.offset(struct_name, member)
+        if found != size:
+            raise ValueError(f"{struct_name}.{member} has size {found}, expected {size}")
+        out[name] = offset
+    return out
+
+
+def _find_func(types: btf.BTF, name: str) -> int:
+    """Type id of the BTF FUNC `name` (a kfunc), or 0 when the kernel has none.
+    Found by its packed (name_off, info) words rather than a walk of every type."""
+    data = types.data
+    at = data.find(b"\0" + name.encode() + b"\0", types.sstart, types.send)
+    if at < 0:
+        return 0
+    name_off = at + 1 - types.sstart
+    for linkage in (0, 1, 2):  # static, global, extern
+        needle = struct.pack("<II", name_off, btf.KIND_FUNC << 24 | linkage)
+        at = data.find(needle, types.tstart, types.sstart)
+        while at >= 0:
+            tid = bisect.bisect_left(types.pos, at)
+            if tid < len(types.pos) and types.pos[tid] == at:
+                return tid
+            at = data.find(needle, at + 1, types.sstart)
+    return 0
+
+
+def _bpf_class() -> type:
+    """bcc's BPF, plus two things bcc 0.26 lacks:
+
+    - kfunc calls: bcc cannot declare one, so the C calls a helper whose
+      number is the kfunc's BTF id (`(void *)BTF_FUNC_RDONLY_CAST`); before
+      loading, such a `call` instruction is marked BPF_PSEUDO_KFUNC_CALL
+      (src_reg 2), which tells the kernel the number is a BTF id. No helper
+      has a number anywhere near a vmlinux BTF id.
+    - all-or-nothing autoload: every program is loaded (verified) before any
+      is attached, so a program the verifier refuses leaves nothing attached
+      and the caller can retry with other flags."""
+    from bcc import BPF, lib
+
+    class KfuncBPF(BPF):
+        kfunc_ids: frozenset[int] = frozenset()
+
+        def load_func(self, func_name, prog_type, device=None, attach_type=-1):
+            name = func_name if isinstance(func_name, bytes) else func_name.encode()
+            start = lib.bpf_function_start(self.module, name)
+            if name not in self.funcs and start and self.kfunc_ids:
+                size = lib.bpf_function_size(self.module, name)
+                code = (ct.c_uint8 * size).from_address(start)
+                for at in range(0, size - 7, 8):
+                    # BPF_JMP|BPF_CALL, dst 0, src 0 (helper), imm = kfunc BTF id
+                    if code[at] == 0x85 and code[at + 1] == 0 and int.from_bytes(
+                            bytes(code[at + 4:at + 8]), "little") in self.kfunc_ids:
+                        code[at + 1] = _BPF_PSEUDO_KFUNC_CALL << 4
+            return super().load_func(func_name, prog_type, device, attach_type)
+
+        def _trace_autoload(self) -> None:
+            kinds = ((b"tracepoint__", BPF.TRACEPOINT), (b"raw_tracepoint__", BPF.RAW_TRACEPOINT))
+            loaded = []
+            try:
+                for i in range(lib.bpf_num_functions(self.module)):
+                    name = lib.bpf_function_name(self.module, i)
+                    for prefix, prog_type in kinds:
+                        if name.startswith(prefix):
+                            loaded.append((prefix, self.load_func(name, prog_type)))
+                for prefix, fn in loaded:
+                    event = fn.name[len(prefix):]
+                    if prefix == b"tracepoint__":
+                        self.attach_tracepoint(tp=event.replace(b"__", b":"), fn_name=fn.name)
+                    else:
+                        self.attach_raw_tracepoint(tp=event, fn_name=fn.name)
+            except Exception:
+                self.cleanup()
+                raise
+
+    return KfuncBPF
 
 
 _INCLUDE_BPF_C = re.compile(r'^#include "(\w+\.bpf\.c)"$', re.M)
@@ -160,25 +293,29 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
 
 class Recording:
     """One run's recording: a thread copies committed spans out of the ring
-    buffer every few milliseconds (so it cannot fill up); splitting and
-    decoding the records waits until stop()."""
+    buffer every 5-50 ms (so it cannot fill up); splitting and decoding the
+    records waits until stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
         self.program = program
         self.nodes = dict(nodes)
         self._stopping = threading.Event()
-        program.ring.drain([])  # a previous run's stragglers go nowhere
-        self._spans: list[bytes] = []
+        program.ring.drain(None)  # a previous run's stragglers go nowhere
+        self._spans = SpanBuffer()
+        self._reader_cpu = 0.0
         self._before = program.counters()
-        scope = program.bpf[b"cgroups"]
-        for cgroup_id in self.nodes:
-            scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
+        program._scope(self.nodes, traced=True)
         self._thread = threading.Thread(target=self._consume, name="ldfi-trace", daemon=True)
         self._thread.start()
 
     def _consume(self) -> None:
-        while not self._stopping.wait(DRAIN_INTERVAL):
-            self.program.ring.drain(self._spans)
+        started = time.thread_time()
+        ring, wait = self.program.ring, DRAIN_MIN
+        longest = min(DRAIN_MAX, max(DRAIN_MIN, ring.size / FILL_RATE))
+        while not self._stopping.wait(wait):
+            busy = ring.drain(self._spans) > ring.size // 8
+            wait = DRAIN_MIN if busy else min(wait * 2, longest)
+        self._reader_cpu = time.thread_time() - started
 
     def _drain_to_end(self, deadline: float = 0.05) -> int:
         """Drain until the reader has caught up with the producer; a record
@@ -209,10 +346,10 @@ class Recording:
         delta = {name: after[name] - self._before[name] for name in COUNTERS}
         delta["lost_ringbuf"] += behind
         decoder = Decoder(self.nodes)
-        records = split_records(self._spans)
+        records = split_records([self._spans.read()])
         events = [e for e in map(decoder.decode, records) if e is not None]
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
-        return RecordedRun(events, lost, delta)
+        return RecordedRun(events, lost, delta, self._reader_cpu)
 
 
 assert H["CNT_N"] == len(COUNTERS)
