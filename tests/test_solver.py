@@ -99,15 +99,20 @@ def kill_sets(supports: list[Support], budget: Budget) -> list[list[list[set[Fau
     return out
 
 
-def brute(supports: list[Support], budget: Budget) -> set[frozenset[Fault]]:
+def brute(supports: list[Support], budget: Budget,
+          given: list[frozenset[Fault]] | None = None) -> set[frozenset[Fault]]:
+    """Every admissible set that breaks each support binding it (a support
+    learned under `given` faults binds only the sets holding them all)."""
     sets = kill_sets(supports, budget)
+    under = given or [frozenset()] * len(sets)
     candidates = sorted({f for ks in sets for g in ks for c in g for f in c})
     found = set()
     for k in range(1, budget.max_faults + 1):
         for h in itertools.combinations(candidates, k):
             hs = set(h)
-            if admissible(h, budget) and all(any(all(c & hs for c in g) for g in ks)
-                                             for ks in sets):
+            if admissible(h, budget) and all(
+                    not g_ <= hs or any(all(c & hs for c in g) for g in ks)
+                    for ks, g_ in zip(sets, under, strict=True)):
                 found.add(frozenset(h))
     return found
 
@@ -171,6 +176,33 @@ def test_every_hypothesis_and_only_those_against_brute_force(seed: int) -> None:
     assert hyp.search_space() == count
 
 
+@pytest.mark.parametrize("seed", range(25))
+def test_conditional_supports_against_brute_force(seed: int) -> None:
+    """Supports learned under faults: exactly the sets that break what binds
+    them, first those that break every support (tier 0), each tier smallest
+    first."""
+    rng = random.Random(500 + seed)
+    budget = random_budget(rng)
+    supports = [random_run(rng, f"r{i}", rng.randrange(3, 7)) for i in range(rng.randrange(2, 4))]
+    first = Hypotheses(budget)
+    first.add_support(supports[0])
+    pool = first.candidates
+    given = [frozenset()] + [frozenset(rng.sample(pool, min(len(pool), rng.randrange(0, 3))))
+                             for _ in supports[1:]]
+    hyp = Hypotheses(budget)
+    for s, g in zip(supports, given, strict=True):
+        hyp.add_support(s, given=g)
+    found = every(hyp)
+    assert len(set(found)) == len(found), "a hypothesis was proposed twice"
+    assert set(found) == brute(supports, budget, given)
+    everything = brute(supports, budget)  # the sets that break every support
+    tiers = [h not in everything for h in found]
+    assert tiers == sorted(tiers), "a set leaving a support whole came before one breaking all"
+    for tier in (False, True):
+        sizes = [len(h) for h, t in zip(found, tiers, strict=True) if t == tier]
+        assert sizes == sorted(sizes), "not smallest first within a tier"
+
+
 @pytest.mark.parametrize("seed", range(15))
 def test_supports_arriving_between_proposals(seed: int) -> None:
     """The engine's loop: propose, run, learn a new support, propose again."""
@@ -227,6 +259,23 @@ def test_a_support_learned_under_faults_binds_only_their_supersets() -> None:
     plain.add_support(support(m1, m2, run="fault-free"))
     plain.add_support(support(m3, run="under m1"))
     assert ["omission(b->c:udp0#0)"] not in texts(every(plain))
+
+
+def test_sets_that_break_conditional_supports_too_come_first() -> None:
+    """Molly's hypotheses (every known way broken, conditional ones included)
+    before the sets only the conditional rule adds; both tiers complete and
+    disjoint, each smallest first."""
+    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp.add_support(support(m1, m2, run="fault-free"))
+    assert hyp.next() == frozenset({om[m1]})
+    hyp.add_support(support(m3, run="under m1"), given=[om[m1]])
+    rest = texts(every(hyp))
+    assert sorted(rest[:2]) == [  # break m1|m2 and m3: two faults
+        ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"],
+        ["omission(b->c:udp0#0)", "omission(c->a:udp0#0)"]]
+    assert rest[2:] == [["omission(b->c:udp0#0)"]]  # leaves m3's way, which needs m1 lost
 
 
 def test_retransmissions_must_all_be_lost() -> None:

@@ -16,6 +16,14 @@ Budget: sum n_c <= max_faults; per kind <= its cap; crash-like kinds <=
 max_crashes; per exclusivity key <= 1. A solution is a count vector; every
 choice of members it allows is a hypothesis that hits every support.
 
+A support learned under faults binds only hypotheses holding them all
+(`given`): its hit is a literal h_s, asserted under that guard. The literal
+`all_hit` (h_s for every such support) splits the solutions in two tiers:
+those that also break the conditional supports (Molly's hypotheses, who
+binds every support: they leave no known way to the outcome open, so they
+go first) and those that break only what binds them (the rest of a sound
+search). `next_vector(k, tier)` asks within one tier; the tiers are disjoint.
+
 The formula is written as SMT-LIB text and parsed by z3 in one call: building
 it through z3's Python API costs ~20 us per term, which at 10^4 classes was
 most of the time to the first hypothesis.
@@ -65,16 +73,21 @@ class Formula:
         self._lines: list[str] = [f"(declare-const {n} Int)" for n in self._names]
         self._budget(budget)
         class_of = {f: i for i, c in enumerate(classes) for f in c.members}
+        self._conditional: list[str] = []  # h_s of the supports learned under faults
         for s, shape in enumerate(supports):
             under = (given or [])[s] if given and s < len(given) else frozenset()
             self._support(s, shape, [class_of[f] for f in sorted(under) if f in class_of])
+        self._lines.append("(declare-const all_hit Bool)")
+        self._lines.append(f"(assert (= all_hit (and {' '.join(self._conditional)} true)))")
+        self.tiers = 2 if self._conditional else 1
         # a context of its own: z3's answers depend on the order its terms were
         # created, so a shared context would make the order of hypotheses
         # depend on what else the process did
         self.solver = z3.SolverFor("QF_LIA", ctx=z3.Context())
         self.solver.from_string("\n".join(self._lines))
         self._lines = []
-        self._size: int | None = None  # the size whose scope is open
+        self._all_hit = z3.Bool("all_hit", self.solver.ctx)
+        self._scope: tuple[int, int] | None = None  # the (size, tier) whose scope is open
 
     def _hit(self, i: int) -> str:
         return f"(>= n{i} 1)"
@@ -125,8 +138,12 @@ class Formula:
             terms.append(flag)
         hit = _or(terms)
         if under:
+            flag = f"h{s}"
+            self._lines.append(f"(declare-const {flag} Bool)")
+            self._lines.append(f"(assert (= {flag} {hit}))")
+            self._conditional.append(flag)
             guard = " ".join(self._hit(i) for i in under)
-            hit = f"(=> (and {guard} true) {hit})"
+            hit = f"(=> (and {guard} true) {flag})"
         self._lines.append(f"(assert {hit})")
 
     def _chain(self, s: int, chain: Hashable, cid: int, j: int,
@@ -142,19 +159,23 @@ class Formula:
             made[cid] = i + 1
         return f"q{s}_{cid}_{j}"
 
-    def next_vector(self, k: int) -> tuple[int, ...] | None:
+    def next_vector(self, k: int, tier: int = 0) -> tuple[int, ...] | None:
         """A count vector with k faults in all that no earlier call returned
-        (for the same k), or None when there is none (deterministic order).
-        One solver scope per size: asking for another size drops the last one."""
-        if not self._names:
+        (for the same k and tier), or None when there is none (deterministic
+        order). Tier 0 breaks every support, conditional ones included; tier
+        1 (only when `tiers` is 2) breaks what binds it but leaves some
+        conditional support whole. One solver scope per (k, tier): asking for
+        another drops the last one."""
+        if not self._names or tier >= self.tiers:
             return None
         s = self.solver
-        if self._size != k:
-            if self._size is not None:
+        if self._scope != (k, tier):
+            if self._scope is not None:
                 s.pop()
             s.push()
             s.from_string(f"(assert (= {_sum(self._names)} {k}))")
-            self._size = k
+            s.add(self._all_hit if tier == 0 else z3.Not(self._all_hit))
+            self._scope = (k, tier)
         if s.check() != z3.sat:
             return None
         # read the model as text: one regex instead of an eval per class

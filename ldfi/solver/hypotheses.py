@@ -9,7 +9,9 @@
 `next()` proposes a set of faults that, by the fault models' killers, breaks
 every support seen so far (the outcome's every known derivation loses a
 message group), within the budget, never one proposed or marked tried
-before, and fewer faults before more. None means no such set is left:
+before, and fewer faults before more, first among the sets that break the
+conditional supports too (see `add_support`; Molly's order), then among the
+rest. None means no such set is left:
 certified within the budget (or, for "random"/"exhaustive", the space of
 candidates seen so far is used up).
 
@@ -69,6 +71,7 @@ class Hypotheses:
         self._pending: Iterator[frozenset[Fault]] = iter(())
         self._formula: Formula | None = None
         self._size = 1
+        self._tier = 0
 
     # ---------------------------------------------------------------- input
 
@@ -201,6 +204,7 @@ class Hypotheses:
         self._space = None
         self._dirty = False
         self._size = 1
+        self._tier = 0
         if self.strategy == "exhaustive":
             self._pending = iter(self._get_space())
         else:
@@ -231,13 +235,16 @@ class Hypotheses:
             for h in self._pending:
                 if h not in self._tried:
                     return h
-            vector = self._formula.next_vector(self._size)
+            vector = self._formula.next_vector(self._size, self._tier)
             if vector is not None:
                 self._pending = self._choices(vector)
                 continue
-            if self._size >= self.budget.max_faults:
+            if self._size < self.budget.max_faults:
+                self._size += 1
+            elif self._tier + 1 < self._formula.tiers:
+                self._tier, self._size = self._tier + 1, 1
+            else:
                 return None
-            self._size += 1
 
     def _choices(self, vector: tuple[int, ...]) -> Iterator[frozenset[Fault]]:
         """Every way to take vector[c] members of each class c, in order, made
