@@ -75,8 +75,10 @@ def print_verdict(result: SearchResult, console: Console | None = None) -> None:
     table.add_column(overflow="fold")  # paths and commands must stay whole to be pasted
     table.add_row("runs", f"{result.runs} ({result.wall:.1f}s)")
     table.add_row("budget", _budget(result.budget))
+    repeats = len(result.answered_by_earlier_runs)
     table.add_row("search space", f"{result.search_space} fault combinations within the budget; "
-                  f"{result.hypotheses_tried} tried")
+                  f"{result.hypotheses_tried} tried"
+                  + (f", {repeats} answered by earlier runs" if repeats else ""))
     table.add_row("supports", str(result.supports))
     cx = result.counterexample
     if cx is not None:

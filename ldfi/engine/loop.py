@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldfi.engine.anchors import anchor_occurred
+from ldfi.engine.anchors import Occurrences
 from ldfi.engine.budgets import budget_assumptions, budget_json, describe_budget
+from ldfi.engine.equivalence import AnsweredRuns
 from ldfi.engine.minimize import ddmin
 from ldfi.engine.records import (
     BUG,
@@ -80,6 +81,8 @@ class Engine:
                                      budget_json(options.budget), options.seed)
         self.supports = 0
         self.tried = 0
+        self.answered = AnsweredRuns()
+        self.repeats: list[tuple[list[str], int]] = []  # hypotheses an earlier run answered
         self._known: set[tuple[str, str, str]] = set()  # (src, dst, content) of run 0
         self._last_overhead_mark = time.monotonic()
 
@@ -87,6 +90,7 @@ class Engine:
 
     def search(self) -> SearchResult:
         first = self._execute([], "fault-free")
+        self._answered(first, [])
         if first.result.predicate_ok is None:
             return self._finish(INCONCLUSIVE, "The fault-free run could not complete "
                                 f"({first.result.error}); fix the scenario first "
@@ -109,6 +113,10 @@ class Engine:
             hypothesis = self.strategy.next()
             if hypothesis is None:
                 break
+            same = self.answered.answering(hypothesis)
+            if same is not None:  # that run again: nothing to learn from running it
+                self.repeats.append(([str(f) for f in sorted(hypothesis)], same))
+                continue
             self.tried += 1
             run = self._execute(sorted(hypothesis), "hypothesis")
             record = self.runs[-1]
@@ -125,17 +133,24 @@ class Engine:
             if not run.trace.complete:
                 flawed.append(f"run {record.index} lost {run.trace.lost_events} events")
             self.strategy.mark_tried(hypothesis)
+            fired = [f for f, o in zip(sorted(hypothesis), record.faults, strict=True) if o.fired]
+            self._answered(run, fired)
             if run.result.vacuous:  # good only because the faults removed the premise
                 self.runs[-1].support_size = 0
                 self._report_progress()
                 continue
-            fired = [f for f, o in zip(sorted(hypothesis), record.faults, strict=True) if o.fired]
             self._learn(run, fired)
         if flawed:
             return self._finish(INCONCLUSIVE, "No hypothesis is left within the budget, but "
                                 "the search cannot vouch for all of it: " + "; ".join(flawed)
                                 + ".")
         return self._finish(CERTIFIED, self._certified_reason())
+
+    def _answered(self, run: TracedRun, fired: Sequence[Fault]) -> None:
+        """Keep what a completed good run answers (ldfi.engine.equivalence)."""
+        record = self.runs[-1]
+        if run.result.predicate_ok and not record.unfired:
+            self.answered.add(record.index, fired, Occurrences(run.trace))
 
     def _learn(self, run: TracedRun, fired: Sequence[Fault] = ()) -> None:
         """Add the run's support. If the outcome was reached through messages
@@ -215,8 +230,9 @@ class Engine:
         plan = [self._planned(f) for f in faults]
         run = traced_run(self.scenario, self.store_root, self.program, plan)
         result = run.result
-        outcomes = [self._outcome_of(f, r, run) for f, r in zip(faults, run.trace.faults,
-                                                                 strict=True)]
+        occurrences = Occurrences(run.trace)
+        outcomes = [self._outcome_of(f, r, occurrences)
+                    for f, r in zip(faults, run.trace.faults, strict=True)]
         total = time.monotonic() - overhead_start
         record = RunRecord(
             index=len(self.runs), purpose=purpose, faults=outcomes,
@@ -235,8 +251,9 @@ class Engine:
         trigger, action = arm(fault, self.arming)
         return PlannedFault(str(fault), trigger, action)
 
-    def _outcome_of(self, fault: Fault, report: FaultReport, run: TracedRun) -> FaultOutcome:
-        vacuous = not report.fired and not anchor_occurred(fault, run.trace)
+    def _outcome_of(self, fault: Fault, report: FaultReport,
+                    occurrences: Occurrences) -> FaultOutcome:
+        vacuous = not report.fired and not occurrences.occurred(fault)
         return FaultOutcome(str(fault), report.fired, vacuous, report.message,
                             report.describe())
 
@@ -260,9 +277,11 @@ class Engine:
 
     def _certified_reason(self) -> str:
         b = describe_budget(self.options.budget)
+        repeats = (f", answered by an earlier run ({len(self.repeats)}: their other faults' "
+                   "anchors never occur there)") if self.repeats else ""
         return (f"No combination of faults within the budget ({b}) can break the "
-                f"outcome: every one is either tried ({self.tried} runs with faults) or ruled "
-                f"out by the {self.supports} ways the outcome was reached.")
+                f"outcome: every one is either tried ({self.tried} runs with faults){repeats} "
+                f"or ruled out by the {self.supports} ways the outcome was reached.")
 
     def _assumptions(self) -> list[str]:
         return [
@@ -286,6 +305,7 @@ class Engine:
             scenario_path=str(self.scenario.path), strategy=self.options.strategy,
             budget=budget_json(self.options.budget), search_space=self.strategy.search_space(),
             hypotheses_tried=self.tried, supports=self.supports, seed=self.options.seed,
+            answered_by_earlier_runs=[{"faults": h, "run": i} for h, i in self.repeats],
             wall=time.monotonic() - self.started, runs_detail=self.runs,
             counterexample=counterexample, assumptions=self._assumptions())
         self.store.finish(self.search_id, result)

@@ -69,6 +69,9 @@ class SearchResult:
     seed: int | None
     wall: float
     runs_detail: list[RunRecord] = field(default_factory=list)
+    # hypotheses not run because an earlier run already was their run (the
+    # faults it adds are anchored on things that never happened there)
+    answered_by_earlier_runs: list[dict[str, Any]] = field(default_factory=list)
     counterexample: Counterexample | None = None
     assumptions: list[str] = field(default_factory=list)
     report_path: str = ""
