@@ -278,6 +278,25 @@ def test_sets_that_break_conditional_supports_too_come_first() -> None:
     assert rest[2:] == [["omission(b->c:udp0#0)"]]  # leaves m3's way, which needs m1 lost
 
 
+def test_crashes_between_rounds_come_before_crashes_inside_a_broadcast() -> None:
+    """Molly's crash model (a node stops between time steps) first: a crash
+    before a's first send or right after it heard the votes, before the
+    crashes that cut a broadcast in half; those still come, none is lost."""
+    prepare = [msg("a->b:udp0#0", send_index=0), msg("a->c:udp0#0", send_index=1)]
+    votes = [msg("b->a:udp0#0", send_index=0, recv_before=2),
+             msg("c->a:udp0#0", send_index=0, recv_before=2)]
+    commit = [msg("a->b:udp0#1", send_index=2, recv_before=1),
+              msg("a->c:udp0#1", send_index=3, recv_before=1)]
+    hyp = Hypotheses(Budget(kinds=("crash",), max_faults=1, max_crashes=1))
+    hyp.add_support(support(*prepare, *votes, *commit))
+    found = texts(every(hyp))
+    coarse = [["crash(a, before send 1)"], ["crash(a, before send 3)"],
+              ["crash(b, before send 1)"], ["crash(c, before send 1)"]]
+    fine = [["crash(a, before send 2)"], ["crash(a, before send 4)"]]
+    assert sorted(found[:4]) == coarse
+    assert sorted(found[4:]) == fine
+
+
 def test_retransmissions_must_all_be_lost() -> None:
     copies = (msg("a->b:udp0#0"), msg("a->b:udp0#1"))
     one = Hypotheses(Budget(kinds=("omission",), max_faults=1))

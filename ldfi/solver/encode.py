@@ -53,6 +53,7 @@ class Klass:
     kind: str
     exclusive: Hashable | None
     profiles: dict[int, frozenset[Token]]  # support index -> tokens (absent: none)
+    coarse: bool = True  # a fault Molly's coarser model has too (see Hypotheses)
 
 
 def _or(terms: list[str]) -> str:
@@ -80,6 +81,10 @@ class Formula:
         self._lines.append("(declare-const all_hit Bool)")
         self._lines.append(f"(assert (= all_hit (and {' '.join(self._conditional)} true)))")
         self.tiers = 2 if self._conditional else 1
+        fine = [self._names[i] for i, c in enumerate(classes) if not c.coarse]
+        self._lines.append("(declare-const coarse Bool)")
+        self._lines.append(f"(assert (= coarse (and {' '.join(f'(= {n} 0)' for n in fine)} true)))")
+        self.grains = (True, False) if fine else (True,)
         # a context of its own: z3's answers depend on the order its terms were
         # created, so a shared context would make the order of hypotheses
         # depend on what else the process did
@@ -87,7 +92,8 @@ class Formula:
         self.solver.from_string("\n".join(self._lines))
         self._lines = []
         self._all_hit = z3.Bool("all_hit", self.solver.ctx)
-        self._scope: tuple[int, int] | None = None  # the (size, tier) whose scope is open
+        self._coarse = z3.Bool("coarse", self.solver.ctx)
+        self._scope: tuple[int, int, bool] | None = None  # (size, tier, coarse) whose scope is open
 
     def _hit(self, i: int) -> str:
         return f"(>= n{i} 1)"
@@ -159,23 +165,26 @@ class Formula:
             made[cid] = i + 1
         return f"q{s}_{cid}_{j}"
 
-    def next_vector(self, k: int, tier: int = 0) -> tuple[int, ...] | None:
+    def next_vector(self, k: int, tier: int = 0, coarse: bool = True) -> tuple[int, ...] | None:
         """A count vector with k faults in all that no earlier call returned
-        (for the same k and tier), or None when there is none (deterministic
-        order). Tier 0 breaks every support, conditional ones included; tier
-        1 (only when `tiers` is 2) breaks what binds it but leaves some
-        conditional support whole. One solver scope per (k, tier): asking for
-        another drops the last one."""
-        if not self._names or tier >= self.tiers:
+        (for the same k, tier and grain), or None when there is none
+        (deterministic order). Tier 0 breaks every support, conditional ones
+        included; tier 1 (only when `tiers` is 2) breaks what binds it but
+        leaves some conditional support whole. coarse=True: only coarse
+        classes; False: at least one fine one (only when `grains` has it).
+        One solver scope per (k, tier, coarse): asking for another drops the
+        last one."""
+        if not self._names or tier >= self.tiers or coarse not in self.grains:
             return None
         s = self.solver
-        if self._scope != (k, tier):
+        if self._scope != (k, tier, coarse):
             if self._scope is not None:
                 s.pop()
             s.push()
             s.from_string(f"(assert (= {_sum(self._names)} {k}))")
             s.add(self._all_hit if tier == 0 else z3.Not(self._all_hit))
-            self._scope = (k, tier)
+            s.add(self._coarse if coarse else z3.Not(self._coarse))
+            self._scope = (k, tier, coarse)
         if s.check() != z3.sat:
             return None
         # read the model as text: one regex instead of an eval per class

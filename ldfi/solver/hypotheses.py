@@ -28,7 +28,7 @@ import random
 from collections.abc import Hashable, Iterable, Iterator
 
 from ldfi.errors import UserError
-from ldfi.faults import Fault, registry
+from ldfi.faults import Fault, SendAnchor, registry
 from ldfi.lineage import Support
 
 from .budget import Budget
@@ -72,6 +72,10 @@ class Hypotheses:
         self._formula: Formula | None = None
         self._size = 1
         self._tier = 0
+        self._grain = True  # coarse first (see _coarse)
+        # node -> its send indices that open a round: 0, and every k such
+        # that a message reached it after its k-th send and before its next
+        self._rounds: dict[str, set[int]] = {}
 
     # ---------------------------------------------------------------- input
 
@@ -88,6 +92,9 @@ class Hypotheses:
                                       self.budget.max_faults)
         s = len(self._shapes)
         self._shapes.append(shape)
+        for m in support.messages:
+            self._rounds.setdefault(m.src, {0})
+            self._rounds.setdefault(m.dst, {0}).add(m.recv_sends_before)
         given = frozenset(given)
         self._given.append(given)
         for chain, placed in found.logical.items():
@@ -195,16 +202,17 @@ class Hypotheses:
         """Classes, formula and space for the supports so far; the search
         restarts at size 1 (new candidates may make small sets possible), and
         skips what was tried."""
-        members: dict[int, list[Fault]] = {}
+        members: dict[tuple[int, bool], list[Fault]] = {}
         for fault, sig in self._sig.items():
-            members.setdefault(sig, []).append(fault)
-        classes = (self._klass(sig, sorted(fs, key=Fault.sort_key))
-                   for sig, fs in members.items())
+            members.setdefault((sig, self._coarse(fault)), []).append(fault)
+        classes = (self._klass(sig, sorted(fs, key=Fault.sort_key), coarse)
+                   for (sig, coarse), fs in members.items())
         self._classes = sorted(classes, key=lambda c: c.members[0].sort_key())
         self._space = None
         self._dirty = False
         self._size = 1
         self._tier = 0
+        self._grain = True
         if self.strategy == "exhaustive":
             self._pending = iter(self._get_space())
         else:
@@ -216,7 +224,24 @@ class Hypotheses:
             self._space = Space(self._sig, self.budget)
         return self._space
 
-    def _klass(self, sig: int, faults: list[Fault]) -> Klass:
+    def _coarse(self, fault: Fault) -> bool:
+        """Is this a fault of Molly's coarser model? Molly crashes a node at a
+        time step: it stops between rounds, never inside a broadcast. Our
+        crash points are finer (before any one send), which finds the
+        half-done broadcasts Molly cannot express, but multiplies the crash
+        candidates by the broadcasts' width. A crash-like fault is coarse
+        when it falls where a round starts: before the node's first send,
+        or after it received a message and before it sent again. Other
+        kinds are all coarse. Within one size and tier the coarse sets go
+        first; the fine ones are never left out."""
+        anchor = fault.anchor
+        if not registry.get(fault.kind).crashes_node or not isinstance(anchor, SendAnchor):
+            return True
+        if anchor.to is not None or anchor.payload is not None:
+            return True  # a hand-written anchor: no order to keep
+        return anchor.nth in self._rounds.get(anchor.node, {0})
+
+    def _klass(self, sig: int, faults: list[Fault], coarse: bool = True) -> Klass:
         profiles: dict[int, frozenset[Token]] = {}
         node = self._sigs[sig]
         while node[0] != "root":
@@ -224,7 +249,7 @@ class Hypotheses:
             profiles[s] = profile  # type: ignore[index, assignment]
             node = self._sigs[parent]  # type: ignore[index]
         _, kind, key = node
-        return Klass(faults, str(kind), key, profiles)
+        return Klass(faults, str(kind), key, profiles, coarse)
 
     def _next_ldfi(self) -> frozenset[Fault] | None:
         if not self._shapes:
@@ -235,14 +260,16 @@ class Hypotheses:
             for h in self._pending:
                 if h not in self._tried:
                     return h
-            vector = self._formula.next_vector(self._size, self._tier)
+            vector = self._formula.next_vector(self._size, self._tier, self._grain)
             if vector is not None:
                 self._pending = self._choices(vector)
                 continue
-            if self._size < self.budget.max_faults:
-                self._size += 1
+            if self._grain and len(self._formula.grains) > 1:
+                self._grain = False
+            elif self._size < self.budget.max_faults:
+                self._size, self._grain = self._size + 1, True
             elif self._tier + 1 < self._formula.tiers:
-                self._tier, self._size = self._tier + 1, 1
+                self._tier, self._size, self._grain = self._tier + 1, 1, True
             else:
                 return None
 
