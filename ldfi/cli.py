@@ -86,7 +86,8 @@ def _search_options(args: argparse.Namespace, scenario):
         except ValueError as err:
             raise UserError(f"--time-budget {args.time_budget}: {err}") from None
     return SearchOptions(budget=budget, strategy=args.strategy, max_runs=args.max_runs,
-                         time_budget=time_budget, reruns=args.reruns, seed=args.seed)
+                         time_budget=time_budget, reruns=args.reruns, seed=args.seed,
+                         order=args.order)
 
 
 def _plan(text: str, scenario):
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also fault the workload's and check's own messages")
     search = run.add_argument_group("search")
     search.add_argument("--strategy", choices=["ldfi", "random", "exhaustive"], default="ldfi")
+    search.add_argument("--order", choices=["largest", "smallest"], default="largest",
+                        help="ldfi: the largest fault sets first (default; a bug is then "
+                             "minimized by ddmin), or the smallest first (Molly's order)")
     search.add_argument("--max-runs", type=int, default=200, metavar="N",
                         help="stop (inconclusive) after N runs (default 200)")
     search.add_argument("--time-budget", metavar="DURATION", help="stop after this long, e.g. 10m")

@@ -68,7 +68,8 @@ def print_verdict(result: SearchResult, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     console.print(Text(f"\n{result.verdict.upper()}", style=_COLOURS.get(result.verdict,
                                                                           "bold yellow")),
-                  Text(f"  {result.scenario} · strategy {result.strategy}"))
+                  Text(f"  {result.scenario} · strategy {result.strategy}"
+                       + (f", {result.order} sets first" if result.strategy == "ldfi" else "")))
     console.print(result.reason)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)

@@ -16,7 +16,7 @@ import pytest
 from ldfi.errors import UserError
 from ldfi.faults import Fault, MessageAnchor, MessageFacts, registry
 from ldfi.lineage import Support
-from ldfi.solver import Budget, Hypotheses, Space
+from ldfi.solver import ORDERS, Budget, Hypotheses, Space
 from ldfi.trace.model import MessageId
 
 NODES = ("client", "a", "b", "c")
@@ -157,18 +157,23 @@ def random_budget(rng: random.Random) -> Budget:
                   rng.choice([None, None, 2]), rng.random() < 0.2)
 
 
+def in_order(sizes: list[int], order: str) -> bool:
+    return sizes == sorted(sizes, reverse=order == "largest")
+
+
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("seed", range(40))
-def test_every_hypothesis_and_only_those_against_brute_force(seed: int) -> None:
+def test_every_hypothesis_and_only_those_against_brute_force(seed: int, order: str) -> None:
     rng = random.Random(seed)
     budget = random_budget(rng)
     supports = [random_run(rng, f"r{i}", rng.randrange(3, 8)) for i in range(rng.randrange(1, 4))]
-    hyp = Hypotheses(budget)
+    hyp = Hypotheses(budget, order=order)
     for s in supports:
         hyp.add_support(s)
     found = every(hyp)
     assert len(set(found)) == len(found), "a hypothesis was proposed twice"
     assert set(found) == brute(supports, budget)
-    assert [len(h) for h in found] == sorted(len(h) for h in found), "not smallest first"
+    assert in_order([len(h) for h in found], order), f"not {order} first"
     # the search space: every admissible set over the candidates, counted exactly
     cands = hyp.candidates
     count = sum(admissible(h, budget) for k in range(1, budget.max_faults + 1)
@@ -176,11 +181,12 @@ def test_every_hypothesis_and_only_those_against_brute_force(seed: int) -> None:
     assert hyp.search_space() == count
 
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("seed", range(25))
-def test_conditional_supports_against_brute_force(seed: int) -> None:
+def test_conditional_supports_against_brute_force(seed: int, order: str) -> None:
     """Supports learned under faults: exactly the sets that break what binds
-    them, first those that break every support (tier 0), each tier smallest
-    first."""
+    them, first those that break every support (tier 0), each tier in the
+    order's sizes."""
     rng = random.Random(500 + seed)
     budget = random_budget(rng)
     supports = [random_run(rng, f"r{i}", rng.randrange(3, 7)) for i in range(rng.randrange(2, 4))]
@@ -189,7 +195,7 @@ def test_conditional_supports_against_brute_force(seed: int) -> None:
     pool = first.candidates
     given = [frozenset()] + [frozenset(rng.sample(pool, min(len(pool), rng.randrange(0, 3))))
                              for _ in supports[1:]]
-    hyp = Hypotheses(budget)
+    hyp = Hypotheses(budget, order=order)
     for s, g in zip(supports, given, strict=True):
         hyp.add_support(s, given=g)
     found = every(hyp)
@@ -200,7 +206,7 @@ def test_conditional_supports_against_brute_force(seed: int) -> None:
     assert tiers == sorted(tiers), "a set leaving a support whole came before one breaking all"
     for tier in (False, True):
         sizes = [len(h) for h, t in zip(found, tiers, strict=True) if t == tier]
-        assert sizes == sorted(sizes), "not smallest first within a tier"
+        assert in_order(sizes, order), f"not {order} first within a tier"
 
 
 @pytest.mark.parametrize("seed", range(15))
@@ -228,7 +234,7 @@ def test_supports_arriving_between_proposals(seed: int) -> None:
 
 def test_minimal_hitting_sets_of_two_supports_smallest_first() -> None:
     m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
-    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     hyp.add_support(support(m1, m2, run="1"))
     hyp.add_support(support(m1, m3, run="2"))
     found = texts(every(hyp))
@@ -244,7 +250,7 @@ def test_a_support_learned_under_faults_binds_only_their_supersets() -> None:
     exists only because of that crash; it must not rule out a different crash."""
     m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
     om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
-    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     hyp.add_support(support(m1, m2, run="fault-free"))
     first = hyp.next()
     assert first == frozenset({om[m1]})
@@ -255,7 +261,7 @@ def test_a_support_learned_under_faults_binds_only_their_supersets() -> None:
     assert ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"] in rest
     assert ["omission(a->b:udp0#0)", "omission(b->c:udp0#0)"] not in rest  # leaves m3's way
     # unconditioned, the same support would have ruled omission(b->c) out alone
-    plain = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    plain = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     plain.add_support(support(m1, m2, run="fault-free"))
     plain.add_support(support(m3, run="under m1"))
     assert ["omission(b->c:udp0#0)"] not in texts(every(plain))
@@ -267,7 +273,7 @@ def test_sets_that_break_conditional_supports_too_come_first() -> None:
     disjoint, each smallest first."""
     m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
     om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
-    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2))
+    hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     hyp.add_support(support(m1, m2, run="fault-free"))
     assert hyp.next() == frozenset({om[m1]})
     hyp.add_support(support(m3, run="under m1"), given=[om[m1]])
@@ -276,6 +282,29 @@ def test_sets_that_break_conditional_supports_too_come_first() -> None:
         ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"],
         ["omission(b->c:udp0#0)", "omission(c->a:udp0#0)"]]
     assert rest[2:] == [["omission(b->c:udp0#0)"]]  # leaves m3's way, which needs m1 lost
+
+
+def test_largest_first_a_set_that_holds_rules_out_its_subsets() -> None:
+    """The default order: the whole budget first. A run of {m1, m2} that
+    keeps the outcome through m3 answers {m1} and {m2} too: neither breaks
+    the new support, so neither is ever run. Molly's order runs them first."""
+    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    budget = Budget(kinds=("omission",), max_faults=2)
+    largest = Hypotheses(budget)
+    largest.add_support(support(m1, m2))
+    assert texts([largest.next()]) == [["omission(a->b:udp0#0)", "omission(b->c:udp0#0)"]]
+    largest.add_support(support(m3, run="under m1, m2"))
+    assert sorted(texts(every(largest))) == [
+        ["omission(a->b:udp0#0)", "omission(c->a:udp0#0)"],
+        ["omission(b->c:udp0#0)", "omission(c->a:udp0#0)"]]
+    smallest = Hypotheses(budget, order="smallest")
+    smallest.add_support(support(m1, m2))
+    assert len(smallest.next()) == 1
+
+
+def test_unknown_order_is_refused() -> None:
+    with pytest.raises(UserError, match="unknown hypothesis order"):
+        Hypotheses(Budget(), order="random")
 
 
 def test_crashes_between_rounds_come_before_crashes_inside_a_broadcast() -> None:
@@ -541,11 +570,11 @@ def isolate_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ig
 def test_the_solver_uses_a_plugins_killers() -> None:
     hop = msg("a->b:tcp0#0", send_index=2, recv_before=1)
     to_client = msg("b->client:tcp0#0", send_index=3)  # the client's traffic is not cut
-    hyp = Hypotheses(Budget(kinds=("isolate", "cut"), max_faults=1))
+    hyp = Hypotheses(Budget(kinds=("isolate", "cut"), max_faults=1), order="smallest")
     hyp.add_support(support(hop, to_client))
     assert sorted(texts(every(hyp))) == [["cut(a->b:tcp0#0)"], ["isolate(a, before send 3)"],
                                          ["isolate(b, before send 1)"]]
-    both = Hypotheses(Budget(kinds=("isolate",), max_faults=2))
+    both = Hypotheses(Budget(kinds=("isolate",), max_faults=2), order="smallest")
     both.add_support(support(hop, run="1"))
     both.add_support(support(msg("c->a:tcp0#0", send_index=0, recv_before=5), run="2"))
     # a's send count is a logical place: isolating a before its 3rd send (from

@@ -48,6 +48,7 @@ from tracer.program import TraceProgram
 class SearchOptions:
     budget: Budget
     strategy: str = "ldfi"  # ldfi | random | exhaustive
+    order: str = "largest"  # ldfi's set sizes: largest | smallest (Molly's) first
     max_runs: int = 200
     time_budget: float | None = None  # seconds of wall time for the whole search
     reruns: int = 3  # re-runs of a candidate bug, before and after minimization
@@ -73,7 +74,7 @@ class Engine:
         self.observer = observer or Observer()
         self.outcome = Outcome.from_mapping(scenario.outcome, f"{scenario.path}: [outcome]")
         self.strategy = Hypotheses(options.budget, strategy=options.strategy,
-                                   seed=options.seed or 0)
+                                   seed=options.seed or 0, order=options.order)
         self.arming = ArmContext(nodes=tuple(n.name for n in scenario.nodes))
         self.runs: list[RunRecord] = []
         self.started = time.monotonic()
@@ -303,6 +304,7 @@ class Engine:
         result = SearchResult(
             verdict=verdict, reason=reason, scenario=self.scenario.name,
             scenario_path=str(self.scenario.path), strategy=self.options.strategy,
+            order=self.options.order,
             budget=budget_json(self.options.budget), search_space=self.strategy.search_space(),
             hypotheses_tried=self.tried, supports=self.supports, seed=self.options.seed,
             answered_by_earlier_runs=[{"faults": h, "run": i} for h, i in self.repeats],

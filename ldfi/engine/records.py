@@ -75,6 +75,7 @@ class SearchResult:
     counterexample: Counterexample | None = None
     assumptions: list[str] = field(default_factory=list)
     report_path: str = ""
+    order: str = "largest"  # the ldfi strategy's set sizes (SearchOptions.order)
 
     @property
     def runs(self) -> int:

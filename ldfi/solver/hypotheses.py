@@ -1,4 +1,4 @@
-"""Fault hypotheses, smallest first: the LDFI search state across runs.
+"""Fault hypotheses: the LDFI search state across runs.
 
     hyp = Hypotheses(Budget(max_faults=2))
     hyp.add_support(lineage(good_trace).support)
@@ -9,9 +9,10 @@
 `next()` proposes a set of faults that, by the fault models' killers, breaks
 every support seen so far (the outcome's every known derivation loses a
 message group), within the budget, never one proposed or marked tried
-before, and fewer faults before more, first among the sets that break the
-conditional supports too (see `add_support`; Molly's order), then among the
-rest. None means no such set is left:
+before, first among the sets that break the conditional supports too (see
+`add_support`), then among the rest; within each, by size (`order`: the
+largest sets first by default, Molly's smallest first on request). None
+means no such set is left:
 certified within the budget (or, for "random"/"exhaustive", the space of
 candidates seen so far is used up).
 
@@ -37,6 +38,12 @@ from .reduce import SINGLE, Shape, Token, reduce_support
 from .space import Space
 
 STRATEGIES = ("ldfi", "random", "exhaustive")
+# Sizes of the ldfi strategy's sets. "largest" (default): a large set whose run
+# keeps the outcome teaches a support that every subset of it leaves whole,
+# so one run rules them all out, and a bug that needs the whole budget comes
+# first; the engine's ddmin then finds the minimal counterexample. "smallest":
+# Molly's order; the first failing set is minimal in size.
+ORDERS = ("largest", "smallest")
 _RANDOM_TRIES = 1000  # samples before falling back to a scan for an untried set
 
 _Sig = tuple[object, ...]  # ("root", kind, key) | (parent id, support index, profile)
@@ -48,12 +55,15 @@ class Hypotheses:
     candidates seen so far, seeded), "exhaustive" (all those sets in order)."""
 
     def __init__(self, budget: Budget | None = None, *, strategy: str = "ldfi",
-                 seed: int = 0) -> None:
+                 seed: int = 0, order: str = "largest") -> None:
         if strategy not in STRATEGIES:
             raise UserError(f"unknown search strategy {strategy!r}: use one of "
                             f"{', '.join(STRATEGIES)}")
+        if order not in ORDERS:
+            raise UserError(f"unknown hypothesis order {order!r}: use one of {', '.join(ORDERS)}")
         self.budget = (budget or Budget()).check()
         self.strategy = strategy
+        self.order = order
         self._rng = random.Random(seed)
         self._models = registry.models(self.budget.kinds)
         self._sig: dict[Fault, int] = {}  # candidate -> its signature (class) id
@@ -70,7 +80,7 @@ class Hypotheses:
         self._space: Space | None = None
         self._pending: Iterator[frozenset[Fault]] = iter(())
         self._formula: Formula | None = None
-        self._size = 1
+        self._size = self._sizes()[0]
         self._tier = 0
         self._grain = True  # coarse first (see _coarse)
         # node -> its send indices that open a round: 0, and every k such
@@ -210,7 +220,7 @@ class Hypotheses:
         self._classes = sorted(classes, key=lambda c: c.members[0].sort_key())
         self._space = None
         self._dirty = False
-        self._size = 1
+        self._size = self._sizes()[0]
         self._tier = 0
         self._grain = True
         if self.strategy == "exhaustive":
@@ -266,12 +276,19 @@ class Hypotheses:
                 continue
             if self._grain and len(self._formula.grains) > 1:
                 self._grain = False
-            elif self._size < self.budget.max_faults:
-                self._size, self._grain = self._size + 1, True
+            elif self._size != self._sizes()[-1]:
+                self._size += 1 if self.order == "smallest" else -1
+                self._grain = True
             elif self._tier + 1 < self._formula.tiers:
-                self._tier, self._size, self._grain = self._tier + 1, 1, True
+                self._tier, self._size, self._grain = self._tier + 1, self._sizes()[0], True
             else:
                 return None
+
+    def _sizes(self) -> range:
+        """Set sizes in the order they are searched."""
+        if self.order == "smallest":
+            return range(1, self.budget.max_faults + 1)
+        return range(self.budget.max_faults, 0, -1)
 
     def _choices(self, vector: tuple[int, ...]) -> Iterator[frozenset[Fault]]:
         """Every way to take vector[c] members of each class c, in order, made
