@@ -17,6 +17,7 @@ from ldfi.errors import UserError
 from ldfi.faults import Fault, MessageAnchor, MessageFacts, registry
 from ldfi.lineage import Support
 from ldfi.solver import ORDERS, Budget, Hypotheses, Space
+from ldfi.solver.encode import Formula
 from ldfi.trace.model import MessageId
 
 NODES = ("client", "a", "b", "c")
@@ -207,6 +208,28 @@ def test_conditional_supports_against_brute_force(seed: int, order: str) -> None
     for tier in (False, True):
         sizes = [len(h) for h, t in zip(found, tiers, strict=True) if t == tier]
         assert in_order(sizes, order), f"not {order} first within a tier"
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_tiers_split_the_count_vectors_exactly(seed: int) -> None:
+    """No count vector is a solution of both tiers: a conditional support's
+    hit literal means exactly "the set breaks it" (its flags are definitions)."""
+    rng = random.Random(500 + seed)
+    budget = random_budget(rng)
+    supports = [random_run(rng, f"r{i}", rng.randrange(3, 7)) for i in range(rng.randrange(2, 4))]
+    hyp = Hypotheses(budget)
+    hyp.add_support(supports[0])
+    for s in supports[1:]:
+        pool = hyp.candidates
+        hyp.add_support(s, given=rng.sample(pool, min(len(pool), rng.randrange(1, 3))))
+    hyp.search_space()  # builds the classes
+    formula = Formula(hyp._classes, hyp._shapes, budget, hyp._given)
+    seen: dict[tuple[int, ...], int] = {}
+    for tier in range(formula.tiers):
+        for k in range(1, budget.max_faults + 1):
+            for coarse in formula.grains:
+                while (v := formula.next_vector(k, tier, coarse)) is not None:
+                    assert seen.setdefault(v, tier) == tier, f"{v} in both tiers"
 
 
 @pytest.mark.parametrize("seed", range(15))

@@ -22,7 +22,8 @@ A support learned under faults binds only hypotheses holding them all
 those that also break the conditional supports (Molly's hypotheses, who
 binds every support: they leave no known way to the outcome open, so they
 go first) and those that break only what binds them (the rest of a sound
-search). `next_vector(k, tier)` asks within one tier; the tiers are disjoint.
+search). `next_vector(k, tier)` asks within one tier; the tiers are disjoint
+because a conditional support's flags are definitions (see `_support`).
 
 The formula is written as SMT-LIB text and parsed by z3 in one call: building
 it through z3's Python API costs ~20 us per term, which at 10^4 classes was
@@ -124,7 +125,12 @@ class Formula:
 
     def _support(self, s: int, shape: Shape, under: list[int]) -> None:
         """This support must lose a whole group; if it was learned under faults,
-        only when all of them (each a class of its own) are chosen."""
+        only when all of them (each a class of its own) are chosen. The group
+        and chain flags of an unconditional support only need to imply what
+        they stand for (z3 sets them when it can); a conditional one's flags
+        are definitions, so that its hit literal h_s is exactly "the set
+        breaks it" and the tiers split the sets exactly."""
+        op = "=" if under else "=>"
         holders: dict[Token, list[int]] = {}
         for i, c in enumerate(self.classes):
             for token in c.profiles.get(s, ()):
@@ -136,11 +142,11 @@ class Formula:
             lost = []
             for atom in group:
                 refs = [self._chain(s, chain, chains.setdefault(chain, len(chains)), j,
-                                    holders, made) for chain, j in atom.refs]
+                                    holders, made, op) for chain, j in atom.refs]
                 lost.append(_or([self._hit(i) for i in holders.get(("p", atom.id), [])] + refs))
             flag = f"g{s}_{g}"
             self._lines.append(f"(declare-const {flag} Bool)")
-            self._lines.append(f"(assert (=> {flag} (and {' '.join(lost)})))")
+            self._lines.append(f"(assert ({op} {flag} (and {' '.join(lost)})))")
             terms.append(flag)
         hit = _or(terms)
         if under:
@@ -153,7 +159,7 @@ class Formula:
         self._lines.append(f"(assert {hit})")
 
     def _chain(self, s: int, chain: Hashable, cid: int, j: int,
-               holders: dict[Token, list[int]], made: dict[int, int]) -> str:
+               holders: dict[Token, list[int]], made: dict[int, int], op: str = "=>") -> str:
         """Q[s, cid, j]: some class at interval <= j of the chain is chosen
         (declared for 0..j in order, each implying the previous one or its own)."""
         for i in range(made.get(cid, 0), j + 1):
@@ -161,7 +167,7 @@ class Formula:
             if i > 0:
                 here.append(f"q{s}_{cid}_{i - 1}")
             self._lines.append(f"(declare-const q{s}_{cid}_{i} Bool)")
-            self._lines.append(f"(assert (=> q{s}_{cid}_{i} {_or(here)}))")
+            self._lines.append(f"(assert ({op} q{s}_{cid}_{i} {_or(here)}))")
             made[cid] = i + 1
         return f"q{s}_{cid}_{j}"
 

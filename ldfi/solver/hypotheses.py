@@ -210,8 +210,8 @@ class Hypotheses:
 
     def _rebuild(self) -> None:
         """Classes, formula and space for the supports so far; the search
-        restarts at size 1 (new candidates may make small sets possible), and
-        skips what was tried."""
+        restarts at the first size of its order (new candidates may make sets
+        of any size possible), and skips what was tried."""
         members: dict[tuple[int, bool], list[Fault]] = {}
         for fault, sig in self._sig.items():
             members.setdefault((sig, self._coarse(fault)), []).append(fault)
