@@ -36,7 +36,8 @@ class Occurrences:
         if isinstance(anchor, StartAnchor):
             return True
         if isinstance(anchor, TimeAnchor):
-            return self.ran_for is not None and self.ran_for >= anchor.seconds
+            # no start time recorded: assume it occurred (never vacuous, never skipped)
+            return self.ran_for is None or self.ran_for >= anchor.seconds
         return True  # an anchor kind we do not know: assume the worst (not vacuous)
 
 

@@ -148,9 +148,11 @@ class Engine:
         return self._finish(CERTIFIED, self._certified_reason())
 
     def _answered(self, run: TracedRun, fired: Sequence[Fault]) -> None:
-        """Keep what a completed good run answers (ldfi.engine.equivalence)."""
+        """Keep what a completed good run answers (ldfi.engine.equivalence).
+        Not a run that lost events: an anchor missing from its trace may
+        still have occurred."""
         record = self.runs[-1]
-        if run.result.predicate_ok and not record.unfired:
+        if run.result.predicate_ok and not record.unfired and run.trace.complete:
             self.answered.add(record.index, fired, Occurrences(run.trace))
 
     def _learn(self, run: TracedRun, fired: Sequence[Fault] = ()) -> None:
