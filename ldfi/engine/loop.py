@@ -1,5 +1,5 @@
 """The LDFI loop: run without faults, take the lineage of the good outcome,
-ask for the smallest fault set that could break every way it was reached,
+ask for a fault set (the largest first) that could break every way it was reached,
 inject exactly that, and repeat, until the outcome breaks (a bug, confirmed
 by re-runs and minimized), no hypothesis is left (certified within the
 budget), or a budget runs out (inconclusive, saying which).
