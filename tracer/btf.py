@@ -16,6 +16,7 @@ offset and 24-31 the bitfield size.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterator
 
@@ -71,6 +72,25 @@ class BTF:
     def name(self, off: int) -> str:
         s = self.sstart + off
         return self.data[s:self.data.index(b"\0", s)].decode()
+
+    def find_func(self, name: str) -> int:
+        """Type id of the FUNC `name` (e.g. a kfunc), or 0 when there is none.
+        Found by its packed (name_off, info) words rather than a walk of
+        every type."""
+        data = self.data
+        at = data.find(b"\0" + name.encode() + b"\0", self.sstart, self.send)
+        if at < 0:
+            return 0
+        name_off = at + 1 - self.sstart
+        for linkage in (0, 1, 2):  # static, global, extern
+            needle = struct.pack("<II", name_off, KIND_FUNC << 24 | linkage)
+            at = data.find(needle, self.tstart, self.sstart)
+            while at >= 0:
+                tid = bisect.bisect_left(self.pos, at)
+                if tid < len(self.pos) and self.pos[tid] == at:
+                    return tid
+                at = data.find(needle, at + 1, self.sstart)
+        return 0
 
     def find_struct(self, name: str) -> int:
         """First STRUCT/UNION with that name that has members (not a forward)."""
@@ -183,6 +203,12 @@ NEEDED = {
     "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
     "OFF_NSPROXY_NET": ("nsproxy", "net_ns"),
     "OFF_NET_INUM": ("net", "ns.inum"),
+    # for the typed loads (KFUNC_CAST): comm, and the cgroup id chain
+    "OFF_TASK_COMM": ("task_struct", "comm"),
+    "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
+    "OFF_CSS_SET_DFL_CGRP": ("css_set", "dfl_cgrp"),
+    "OFF_CGROUP_KN": ("cgroup", "kn"),
+    "OFF_KERNFS_NODE_ID": ("kernfs_node", "id"),
 }
 # expected sizes: a layout change that alters a field's width must fail loudly
 SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,
@@ -191,11 +217,12 @@ SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,
          "OFF_SK_V6_DADDR": 16, "OFF_SK_V6_RCV_SADDR": 16, "OFF_SK_PROTOCOL": 2,
          "OFF_SK_TYPE": 2, "OFF_NET_INUM": 4, "OFF_TASK_PID": 4,
          "OFF_TASK_TGID": 4, "OFF_TASK_EXIT_CODE": 4, "OFF_TCP_COPIED_SEQ": 4,
-         "OFF_TCP_WRITE_SEQ": 4, "OFF_INET_SPORT": 2}
+         "OFF_TCP_WRITE_SEQ": 4, "OFF_INET_SPORT": 2, "OFF_TASK_COMM": 16}
 
 
-def offsets(path: str = BTF_PATH) -> dict[str, int]:
-    btf = BTF(path)
+def offsets(btf: BTF | None = None) -> dict[str, int]:
+    """NEEDED's offsets in `btf` (default: the running kernel's)."""
+    btf = btf or BTF()
     out = {}
     for macro, (sname, mpath) in NEEDED.items():
         off, size = btf.offset(sname, mpath)

@@ -14,11 +14,9 @@ tracer/ringbuf.py), and takes the ids out again at the end.
 
 from __future__ import annotations
 
-import bisect
 import ctypes as ct
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -152,8 +150,9 @@ def _compile(payload_bytes: int, ringbuf_pages: int) -> tuple[Any, bool]:
             f"bcc is not importable ({err}): run 'make setup' (Debian's python3-bpfcc)"
         ) from None
     try:
-        offsets = btf.offsets()
-        kernel = _kernel_types()
+        types = btf.BTF()
+        offsets = btf.offsets(types)
+        kernel = _kernel_types(types)
     except (OSError, KeyError, ValueError) as err:
         raise TracerUnavailable(
             f"cannot read kernel struct offsets from {btf.BTF_PATH} ({err}): "
@@ -180,46 +179,16 @@ def _compile(payload_bytes: int, ringbuf_pages: int) -> tuple[Any, bool]:
     ) from None
 
 
-# What the typed loads of trace.bpf.c (CAST, LD) need beyond btf.NEEDED:
-# the BTF ids of the types it casts addresses to, and a few more offsets
+# What the typed loads of trace.bpf.c (CAST, LD) need beyond btf.NEEDED's
+# offsets: the BTF ids of the types it casts addresses to, and the kfunc's
 _TYPES = {"BTF_T_TASK": "task_struct", "BTF_T_FILE": "file", "BTF_T_SOCKET": "socket",
           "BTF_T_SOCK": "sock", "BTF_T_INET_SOCK": "inet_sock", "BTF_T_TCP_SOCK": "tcp_sock"}
-_MORE = (("OFF_TASK_COMM", "task_struct", "comm", 16),
-         ("OFF_TASK_CGROUPS", "task_struct", "cgroups", 8),
-         ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp", 8),
-         ("OFF_CGROUP_KN", "cgroup", "kn", 8),
-         ("OFF_KERNFS_NODE_ID", "kernfs_node", "id", 8))
 
 
-def _kernel_types(path: str = btf.BTF_PATH) -> dict[str, int]:
-    types = btf.BTF(path)
+def _kernel_types(types: btf.BTF) -> dict[str, int]:
     out = {name: types.find_struct(struct_name) for name, struct_name in _TYPES.items()}
-    out["BTF_FUNC_RDONLY_CAST"] = _find_func(types, "bpf_rdonly_cast")
-    for name, struct_name, member, size in _MORE:
-        offset, found = types.offset(struct_name, member)
-        if found != size:
-            raise ValueError(f"{struct_name}.{member} has size {found}, expected {size}")
-        out[name] = offset
+    out["BTF_FUNC_RDONLY_CAST"] = types.find_func("bpf_rdonly_cast")
     return out
-
-
-def _find_func(types: btf.BTF, name: str) -> int:
-    """Type id of the BTF FUNC `name` (a kfunc), or 0 when the kernel has none.
-    Found by its packed (name_off, info) words rather than a walk of every type."""
-    data = types.data
-    at = data.find(b"\0" + name.encode() + b"\0", types.sstart, types.send)
-    if at < 0:
-        return 0
-    name_off = at + 1 - types.sstart
-    for linkage in (0, 1, 2):  # static, global, extern
-        needle = struct.pack("<II", name_off, btf.KIND_FUNC << 24 | linkage)
-        at = data.find(needle, types.tstart, types.sstart)
-        while at >= 0:
-            tid = bisect.bisect_left(types.pos, at)
-            if tid < len(types.pos) and types.pos[tid] == at:
-                return tid
-            at = data.find(needle, at + 1, types.sstart)
-    return 0
 
 
 def _bpf_class() -> type:
