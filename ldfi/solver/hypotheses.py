@@ -80,9 +80,8 @@ class Hypotheses:
         self._space: Space | None = None
         self._pending: Iterator[frozenset[Fault]] = iter(())
         self._formula: Formula | None = None
-        self._size = self._sizes()[0]
-        self._tier = 0
-        self._grain = True  # coarse first (see _coarse)
+        self._scopes: Iterator[tuple[int, int, bool]] = iter(())  # see _next_ldfi
+        self._scope: tuple[int, int, bool] | None = None
         # node -> its send indices that open a round: 0, and every k such
         # that a message reached it after its k-th send and before its next
         self._rounds: dict[str, set[int]] = {}
@@ -220,9 +219,6 @@ class Hypotheses:
         self._classes = sorted(classes, key=lambda c: c.members[0].sort_key())
         self._space = None
         self._dirty = False
-        self._size = self._sizes()[0]
-        self._tier = 0
-        self._grain = True
         if self.strategy == "exhaustive":
             self._pending = iter(self._get_space())
         else:
@@ -266,23 +262,22 @@ class Hypotheses:
             return None
         if self._formula is None:
             self._formula = Formula(self._classes, self._shapes, self.budget, self._given)
+            # (size, tier, coarse) scopes in search order: tier, then size in
+            # the order's direction, then coarse crash points before fine
+            self._scopes = iter([(k, tier, coarse) for tier in range(self._formula.tiers)
+                                 for k in self._sizes() for coarse in self._formula.grains])
+            self._scope = next(self._scopes)
         while True:
             for h in self._pending:
                 if h not in self._tried:
                     return h
-            vector = self._formula.next_vector(self._size, self._tier, self._grain)
+            if self._scope is None:
+                return None
+            vector = self._formula.next_vector(*self._scope)
             if vector is not None:
                 self._pending = self._choices(vector)
                 continue
-            if self._grain and len(self._formula.grains) > 1:
-                self._grain = False
-            elif self._size != self._sizes()[-1]:
-                self._size += 1 if self.order == "smallest" else -1
-                self._grain = True
-            elif self._tier + 1 < self._formula.tiers:
-                self._tier, self._size, self._grain = self._tier + 1, self._sizes()[0], True
-            else:
-                return None
+            self._scope = next(self._scopes, None)
 
     def _sizes(self) -> range:
         """Set sizes in the order they are searched."""
