@@ -39,7 +39,3 @@ class Occurrences:
             # no start time recorded: assume it occurred (never vacuous, never skipped)
             return self.ran_for is None or self.ran_for >= anchor.seconds
         return True  # an anchor kind we do not know: assume the worst (not vacuous)
-
-
-def anchor_occurred(fault: Fault, trace: Trace) -> bool:
-    return Occurrences(trace).occurred(fault)

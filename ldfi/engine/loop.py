@@ -91,7 +91,6 @@ class Engine:
 
     def search(self) -> SearchResult:
         first = self._execute([], "fault-free")
-        self._answered(first, [])
         if first.result.predicate_ok is None:
             return self._finish(INCONCLUSIVE, "The fault-free run could not complete "
                                 f"({first.result.error}); fix the scenario first "
@@ -135,7 +134,6 @@ class Engine:
                 flawed.append(f"run {record.index} lost {run.trace.lost_events} events")
             self.strategy.mark_tried(hypothesis)
             fired = [f for f, o in zip(sorted(hypothesis), record.faults, strict=True) if o.fired]
-            self._answered(run, fired)
             if run.result.vacuous:  # good only because the faults removed the premise
                 self.runs[-1].support_size = 0
                 self._report_progress()
@@ -146,14 +144,6 @@ class Engine:
                                 "the search cannot vouch for all of it: " + "; ".join(flawed)
                                 + ".")
         return self._finish(CERTIFIED, self._certified_reason())
-
-    def _answered(self, run: TracedRun, fired: Sequence[Fault]) -> None:
-        """Keep what a completed good run answers (ldfi.engine.equivalence).
-        Not a run that lost events: an anchor missing from its trace may
-        still have occurred."""
-        record = self.runs[-1]
-        if run.result.predicate_ok and not record.unfired and run.trace.complete:
-            self.answered.add(record.index, fired, Occurrences(run.trace))
 
     def _learn(self, run: TracedRun, fired: Sequence[Fault] = ()) -> None:
         """Add the run's support. If the outcome was reached through messages
@@ -246,6 +236,12 @@ class Engine:
             run_dir=result.run_dir)
         self.runs.append(record)
         self.store.add_run(self.search_id, record)
+        # what a completed good run answers (ldfi.engine.equivalence); not a
+        # run that lost events: an anchor missing from its trace may still
+        # have occurred
+        if result.predicate_ok and not record.unfired and run.trace.complete:
+            fired = [f for f, o in zip(faults, outcomes, strict=True) if o.fired]
+            self.answered.add(record.index, fired, occurrences)
         if purpose != "hypothesis" and purpose != "fault-free":
             self._report_progress()
         return run
