@@ -10,11 +10,11 @@ response in our trace. Goal (issue 4): bop-bpf >= 0.90 of untraced with 0
 lost events.
 
 The host is shared: other users' processes, and other tracers (another
-bop-bpf loaded elsewhere attaches the same syscall tracepoints, and then
-every system call of every process pays for them, "untraced" rounds
-included). Each round notes how many foreign syscall-tracepoint programs
-were loaded while it ran; the summary gives the figures over all rounds and
-over the rounds that had none.
+bop-bpf running a search elsewhere slows every round, "untraced" ones
+included, with its processes, its reader and its syscall tracepoints, and
+so shrinks the gap: docs/performance.md). Each round notes how many foreign
+syscall-tracepoint programs were loaded while it ran; the summary gives the
+figures over all rounds and over the rounds that had none.
 
     sudo .venv/bin/python bench/tracer_overhead.py [--requests 50000] [--rounds 3]
 """
