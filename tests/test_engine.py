@@ -70,6 +70,26 @@ def test_a_crash_bug_is_found_only_when_crashes_are_allowed(tmp_path):
     assert with_crash["counterexample"]["faults"][0].startswith("crash(a, ")
 
 
+def test_a_set_whose_crash_silences_its_other_faults_runs_as_the_crash_alone(tmp_path):
+    """{crash(a, ...), omission of a later message of a} is the crash in
+    disguise: the crash runs alone, then answers the set (no run of its own)."""
+    code, result = search(tmp_path, "retry-deliv", "--kinds", "omission,crash",
+                          "--max-faults", "2", "--max-crashes", "1", "--horizon", "5",
+                          "--reruns", "0")
+    assert code == 1 and result["verdict"] == "bug"
+    for run in result["runs_detail"]:
+        if run["purpose"] != "hypothesis":
+            continue
+        down = {f["fault"].split("(")[1].split(",")[0] for f in run["faults"]
+                if f["fault"].startswith("crash(")}
+        silenced = [f["fault"] for f in run["faults"] if f["fault"].startswith("omission(")
+                    and not f["fired"] and f["fault"][len("omission("):].split("->")[0] in down]
+        assert not silenced, (run["index"], silenced)
+    answered = result["answered_by_earlier_runs"]
+    assert any(any(f.startswith("crash(a, ") for f in a["faults"])
+               and any(f.startswith("omission(a->") for f in a["faults"]) for a in answered)
+
+
 def test_other_strategies_share_the_loop(tmp_path):
     for strategy in ("random", "exhaustive"):
         code, result = search(tmp_path / strategy, "simple-deliv", "--kinds", "omission",

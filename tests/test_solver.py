@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ldfi.errors import UserError
-from ldfi.faults import Fault, MessageAnchor, MessageFacts, registry
+from ldfi.faults import Fault, MessageAnchor, MessageFacts, SendAnchor, registry
 from ldfi.lineage import Support
 from ldfi.solver import ORDERS, Budget, Hypotheses, Space
 from ldfi.solver.encode import Formula
@@ -608,3 +608,37 @@ def test_the_solver_uses_a_plugins_killers() -> None:
                                  ["isolate(a, before send 3)", "isolate(c, before send 1)"],
                                  ["isolate(a, before send 5)", "isolate(b, before send 1)"],
                                  ["isolate(b, before send 1)", "isolate(c, before send 1)"]]
+
+
+def test_a_fault_on_a_message_its_crashed_sender_never_sends_is_moot() -> None:
+    early = msg("a->b:udp0#0", send_index=0, recv_before=1)
+    late = msg("a->b:udp0#1", send_index=3, recv_before=1)
+    hyp = Hypotheses(Budget(kinds=("omission", "crash"), max_faults=2, max_crashes=1))
+    hyp.add_support(support(early, late))
+    crash_a = Fault("crash", SendAnchor("a", 2), node="a")  # before a's 3rd send
+    lose_early = Fault("omission", MessageAnchor(early.id))
+    lose_late = Fault("omission", MessageAnchor(late.id))
+    assert hyp.moot({crash_a, lose_late}) == {lose_late}  # a is down before send 3
+    assert hyp.moot({crash_a, lose_early}) == frozenset()  # sent before a goes down
+    assert hyp.moot({lose_early, lose_late}) == frozenset()  # nobody goes down
+    # the receiver going down does not stop the send: the omission still fires
+    crash_b = Fault("crash", SendAnchor("b", 0), node="b")
+    assert hyp.moot({crash_b, lose_late}) == frozenset()
+    # a message no support has shown: no prediction
+    unseen = Fault("omission", MessageAnchor(MessageId.parse("a->c:udp0#4")))
+    assert hyp.moot({crash_a, unseen}) == frozenset()
+
+
+def test_sets_holding_a_vacuous_runs_faults_come_last_within_their_size() -> None:
+    ms = [msg(f"a->b:udp0#{i}") for i in range(3)]
+    budget = Budget(kinds=("omission",), max_faults=2)
+    plain = Hypotheses(budget)
+    plain.add_support(support(*ms))
+    hyp = Hypotheses(budget)
+    hyp.add_support(support(*ms))
+    hyp.add_vacuous({Fault("omission", MessageAnchor(ms[0].id))})
+    got = texts(every(hyp))
+    assert sorted(got) == sorted(texts(every(plain)))  # put off, never dropped
+    first = "omission(a->b:udp0#0)"
+    assert [len(h) for h in got] == [2, 2, 2, 1, 1, 1]  # sizes keep their order
+    assert [first in h for h in got] == [False, True, True, False, False, True]

@@ -84,6 +84,7 @@ class Engine:
         self.tried = 0
         self.answered = AnsweredRuns()
         self.repeats: list[tuple[list[str], int]] = []  # hypotheses an earlier run answered
+        self._deferred: list[frozenset[Fault]] = []  # sets that wait for their smaller one's run
         self._known: set[tuple[str, str, str]] = set()  # (src, dst, content) of run 0
         self._last_overhead_mark = time.monotonic()
 
@@ -110,7 +111,7 @@ class Engine:
             why_stop = self._out_of_budget()
             if why_stop:
                 return self._finish(INCONCLUSIVE, why_stop + self._untested(flawed))
-            hypothesis = self.strategy.next()
+            hypothesis = self._next_hypothesis()
             if hypothesis is None:
                 break
             same = self.answered.answering(hypothesis)
@@ -135,6 +136,7 @@ class Engine:
             self.strategy.mark_tried(hypothesis)
             fired = [f for f, o in zip(sorted(hypothesis), record.faults, strict=True) if o.fired]
             if run.result.vacuous:  # good only because the faults removed the premise
+                self.strategy.add_vacuous(fired)
                 self.runs[-1].support_size = 0
                 self._report_progress()
                 continue
@@ -144,6 +146,24 @@ class Engine:
                                 "the search cannot vouch for all of it: " + "; ".join(flawed)
                                 + ".")
         return self._finish(CERTIFIED, self._certified_reason())
+
+    def _next_hypothesis(self) -> frozenset[Fault] | None:
+        """The strategy's next set; but a set some of whose faults cannot fire
+        (Hypotheses.moot) first yields the smaller set without them, and
+        comes back after it: that run then answers it (AnsweredRuns), unless
+        the prediction was wrong and a dropped fault's anchor did occur."""
+        if self._deferred:
+            return self._deferred.pop()
+        hypothesis = self.strategy.next()
+        if hypothesis is None:
+            return None
+        smaller = hypothesis - self.strategy.moot(hypothesis)
+        if (smaller == hypothesis or not smaller or self.strategy.was_tried(smaller)
+                or self.answered.answering(smaller) is not None):
+            return hypothesis
+        self.strategy.mark_tried(smaller)
+        self._deferred.append(hypothesis)
+        return smaller
 
     def _learn(self, run: TracedRun, fired: Sequence[Fault] = ()) -> None:
         """Add the run's support. If the outcome was reached through messages

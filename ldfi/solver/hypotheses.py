@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 
 from ldfi.errors import UserError
-from ldfi.faults import Fault, SendAnchor, registry
+from ldfi.faults import Fault, MessageAnchor, SendAnchor, registry
 from ldfi.lineage import Support
 
 from .budget import Budget
@@ -85,6 +86,10 @@ class Hypotheses:
         # node -> its send indices that open a round: 0, and every k such
         # that a message reached it after its k-th send and before its next
         self._rounds: dict[str, set[int]] = {}
+        self._vacuous: list[frozenset[Fault]] = []  # see add_vacuous
+        self._postponed: deque[frozenset[Fault]] = deque()  # this scope's sets holding one
+        # message -> its sender's send index, as last seen in a support (see moot)
+        self._send_index: dict[Hashable, int] = {}
 
     # ---------------------------------------------------------------- input
 
@@ -102,6 +107,7 @@ class Hypotheses:
         s = len(self._shapes)
         self._shapes.append(shape)
         for m in support.messages:
+            self._send_index[m.id] = m.send_index
             self._rounds.setdefault(m.src, {0})
             self._rounds.setdefault(m.dst, {0}).add(m.recv_sends_before)
         given = frozenset(given)
@@ -138,6 +144,39 @@ class Hypotheses:
     def mark_tried(self, hypothesis: Iterable[Fault]) -> None:
         """Never propose this exact set (its supersets stay possible)."""
         self._tried.add(frozenset(hypothesis))
+
+    def add_vacuous(self, fired: Iterable[Fault]) -> None:
+        """A run under these faults held only vacuously: they removed the
+        outcome's premise (no write acknowledged, no vote cast), so it taught
+        no support. A set holding them all most likely removes it again:
+        within each size such sets come after the others."""
+        fired = frozenset(fired)
+        if fired and fired not in self._vacuous:
+            self._vacuous.append(fired)
+
+    def was_tried(self, hypothesis: Iterable[Fault]) -> bool:
+        return frozenset(hypothesis) in self._tried
+
+    def moot(self, hypothesis: Iterable[Fault]) -> frozenset[Fault]:
+        """The faults of `hypothesis` that, by the runs seen so far, cannot fire
+        in its run: anchored on a message whose sender another fault of the set
+        takes down before sending it. Such a set is the smaller one without
+        them in disguise: {crash(a, before send 1), omission(a->b:udp0#3)} is
+        the crash alone. A prediction from send indices of earlier runs (the
+        faults' run may send in another order): ldfi.engine.equivalence
+        checks it against the smaller set's run before the set is skipped."""
+        h = frozenset(hypothesis)
+        down: dict[str, int] = {}  # node -> the earliest send it is taken down before
+        for g in h:
+            a = g.anchor
+            if (registry.get(g.kind).crashes_node and isinstance(a, SendAnchor)
+                    and a.to is None and a.payload is None):
+                down[a.node] = min(a.nth, down.get(a.node, a.nth))
+        if not down:
+            return frozenset()
+        return frozenset(f for f in h if isinstance(f.anchor, MessageAnchor)
+                         and f.anchor.id.src in down
+                         and self._send_index.get(f.anchor.id, -1) >= down[f.anchor.id.src])
 
     # --------------------------------------------------------------- output
 
@@ -223,6 +262,7 @@ class Hypotheses:
             self._pending = iter(self._get_space())
         else:
             self._pending = iter(())
+        self._postponed.clear()  # the new formula's scopes yield them again if still valid
         self._formula = None
 
     def _get_space(self) -> Space:
@@ -269,14 +309,22 @@ class Hypotheses:
             self._scope = next(self._scopes)
         while True:
             for h in self._pending:
-                if h not in self._tried:
-                    return h
+                if h in self._tried:
+                    continue
+                if any(v <= h for v in self._vacuous):
+                    self._postponed.append(h)
+                    continue
+                return h
             if self._scope is None:
                 return None
             vector = self._formula.next_vector(*self._scope)
             if vector is not None:
                 self._pending = self._choices(vector)
                 continue
+            while self._postponed:  # the scope's last sets: those add_vacuous put off
+                h = self._postponed.popleft()
+                if h not in self._tried:
+                    return h
             self._scope = next(self._scopes, None)
 
     def _sizes(self) -> range:
