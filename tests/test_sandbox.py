@@ -3,6 +3,7 @@ cleanup on every exit path (normal, SIGTERM, Ctrl-C, kill -9 + ldfi gc)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -26,19 +27,28 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _cmdlines(group: Path) -> list[str]:
+    out = []
+    for pid in cgroups.procs(group):
+        with contextlib.suppress(FileNotFoundError):  # exited (the subshell) meanwhile
+            out.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip())
+    return sorted(out)
+
+
 def test_every_process_a_node_forks_stays_in_its_cgroup_and_is_reaped(tmp_path):
     with Sandbox(["a"], tmp_path) as sb:
         # A background child, and a grandchild that leaves the session (as a
         # self-daemonizing server would) and whose parent exits at once.
         sb.start("a", "sleep 301 & (setsid sleep 302 &) ; exec sleep 303", cwd=tmp_path, env={})
         group = sb.cgroup_path("a")
+        want = ["sleep 301", "sleep 302", "sleep 303"]
+        # three processes is not enough to wait for: the subshell forked for
+        # setsid can be there, still named /bin/sh, before sleep 302 is
         deadline = time.monotonic() + 5
-        while len(cgroups.procs(group)) < 3 and time.monotonic() < deadline:
+        while (cmdlines := _cmdlines(group)) != want and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert cmdlines == want
         pids = cgroups.procs(group)
-        cmdlines = sorted(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ").strip()
-                          for p in pids)
-        assert cmdlines == ["sleep 301", "sleep 302", "sleep 303"]
     assert not any(_alive(p) for p in pids)
     assert not any(Path(f"/proc/{p}").exists() for p in pids)  # reaped, not zombies
     assert not group.exists()
