@@ -14,6 +14,7 @@ import pytest
 from conftest import MODELS, ldfi
 
 from ldfi.engine.minimize import ddmin
+from ldfi.faults import parse_fault
 
 pytestmark = pytest.mark.usefixtures("ebpf")
 
@@ -80,10 +81,10 @@ def test_a_set_whose_crash_silences_its_other_faults_runs_as_the_crash_alone(tmp
     for run in result["runs_detail"]:
         if run["purpose"] != "hypothesis":
             continue
-        down = {f["fault"].split("(")[1].split(",")[0] for f in run["faults"]
-                if f["fault"].startswith("crash(")}
-        silenced = [f["fault"] for f in run["faults"] if f["fault"].startswith("omission(")
-                    and not f["fired"] and f["fault"][len("omission("):].split("->")[0] in down]
+        faults = [(parse_fault(f["fault"]), f["fired"]) for f in run["faults"]]
+        down = {f.node for f, _ in faults if f.kind == "crash"}
+        silenced = [str(f) for f, fired in faults
+                    if f.kind == "omission" and not fired and f.anchor.id.src in down]
         assert not silenced, (run["index"], silenced)
     answered = result["answered_by_earlier_runs"]
     assert any(any(f.startswith("crash(a, ") for f in a["faults"])

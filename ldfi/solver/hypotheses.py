@@ -167,11 +167,9 @@ class Hypotheses:
         checks it against the smaller set's run before the set is skipped."""
         h = frozenset(hypothesis)
         down: dict[str, int] = {}  # node -> the earliest send it is taken down before
-        for g in h:
-            a = g.anchor
-            if (registry.get(g.kind).crashes_node and isinstance(a, SendAnchor)
-                    and a.to is None and a.payload is None):
-                down[a.node] = min(a.nth, down.get(a.node, a.nth))
+        for point in filter(None, map(_down_point, h)):
+            node, nth = point
+            down[node] = min(nth, down.get(node, nth))
         if not down:
             return frozenset()
         return frozenset(f for f in h if isinstance(f.anchor, MessageAnchor)
@@ -280,12 +278,11 @@ class Hypotheses:
         or after it received a message and before it sent again. Other
         kinds are all coarse. Within one size and tier the coarse sets go
         first; the fine ones are never left out."""
-        anchor = fault.anchor
-        if not registry.get(fault.kind).crashes_node or not isinstance(anchor, SendAnchor):
-            return True
-        if anchor.to is not None or anchor.payload is not None:
-            return True  # a hand-written anchor: no order to keep
-        return anchor.nth in self._rounds.get(anchor.node, {0})
+        point = _down_point(fault)
+        if point is None:
+            return True  # not crash-like, or a hand-written anchor: no order to keep
+        node, nth = point
+        return nth in self._rounds.get(node, {0})
 
     def _klass(self, sig: int, faults: list[Fault], coarse: bool = True) -> Klass:
         profiles: dict[int, frozenset[Token]] = {}
@@ -351,6 +348,18 @@ class Hypotheses:
                 return h
         # nearly used up: take the first untried set, in order
         return next((h for h in space if h not in self._tried), None)
+
+
+def _down_point(fault: Fault) -> tuple[str, int] | None:
+    """(node, nth) of a crash-like fault anchored before a node's nth send,
+    counting all its sends (the anchors the lineage's killers name); None for
+    other kinds and for hand-written anchors filtered by destination or
+    payload."""
+    anchor = fault.anchor
+    if (not registry.get(fault.kind).crashes_node or not isinstance(anchor, SendAnchor)
+            or anchor.to is not None or anchor.payload is not None):
+        return None
+    return anchor.node, anchor.nth
 
 
 def _product(parts: list[tuple[list[Fault], int]]) -> Iterator[tuple[Fault, ...]]:
