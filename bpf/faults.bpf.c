@@ -218,6 +218,17 @@ static __always_inline void fire(u32 slot, const struct fault_trigger *t, struct
     emit_fault(slot, t, s, cg);
 }
 
+/* A killed node's other tasks die at their next socket call, which is not
+ * recorded (the signal is delivered when the call returns: at entry the call
+ * still takes place, as it does when this runs at exit). 1: killed. */
+static __always_inline int fault_kill_dead(u64 cg)
+{
+    if (!faults_armed() || !dead_cgroups.lookup(&cg))
+        return 0;
+    bpf_send_signal(L_SIGKILL);
+    return 1;
+}
+
 /* At every traced socket syscall's entry (after the stash is filled). */
 static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sys)
 {
@@ -226,10 +237,7 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
     st->fdrop = 0;
     if (!faults_armed())
         return;
-    if (dead_cgroups.lookup(&cg)) {
-        /* a killed node's other tasks: they die at their next socket call,
-         * which is neither performed on the network nor recorded */
-        bpf_send_signal(L_SIGKILL);
+    if (fault_kill_dead(cg)) {
         st->fsuppress = 1;
         return;
     }

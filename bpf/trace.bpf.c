@@ -446,10 +446,12 @@ static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16
 #define MODE_IOV     2  /* payload = first iovec of buf (writev) */
 #define MODE_MSG     3  /* buf is a user_msghdr: first iovec + msg_name (sendmsg) */
 
-static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
-                                 u64 addrlen, u32 msg_flags, int mode)
+/* The scope test, and the call's arguments into the thread's stash: the
+ * stash, or NULL when the call is not recorded (out of scope, not a TCP/UDP
+ * socket). */
+static __always_inline struct stash *stash_call(u64 task, u16 sys, s64 fd, u64 buf, u64 count,
+                                                u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
 {
-    u64 task = CURRENT_TASK();
     if (LD(u32, task, OFF_TASK_TGID) == SELF_TGID)
         return 0;
     u64 cg = task_cgroup_id(task);
@@ -478,7 +480,6 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
         if (!sk)
             return 0;
     }
-    st->ts = bpf_ktime_get_ns();
     st->cg = cg;
     st->sk = sk;
     st->buf = buf;
@@ -501,8 +502,19 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
     } else if (uaddr && sys == SYS_CONNECT) {
         st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
     }
-    if (sk)
-        fault_enter(st, cg, sk, sys);
+    return st;
+}
+
+static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
+                                 u64 addrlen, u32 msg_flags, int mode)
+{
+    struct stash *st = stash_call(CURRENT_TASK(), sys, fd, buf, count, uaddr, addrlen,
+                                  msg_flags, mode);
+    if (!st)
+        return 0;
+    st->ts = bpf_ktime_get_ns();
+    if (st->sk)
+        fault_enter(st, st->cg, st->sk, sys);
     else
         st->fhits = st->fsuppress = st->fdrop = 0;
     return 0;
@@ -514,7 +526,7 @@ static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64
                                         u64 task)
 {
     fill_hdr_task(&e->h, EV_SOCK, cg, task);
-    e->ts_enter = st->ts;
+    e->ts_enter = st->ts ? st->ts : e->h.ts;  /* 0: recorded at exit only */
     e->ret = ret;
     e->count = st->count;
     e->fd = st->fd;
@@ -690,52 +702,75 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 
 /* ------------------------------------------------------ syscall tracepoints */
 
-TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
-    if (args->family != L_AF_INET && args->family != L_AF_INET6)
+/* Calls recorded at exit only: receives, accept, socket, bind, listen,
+ * shutdown. Nothing of them needs the moment they start (sends keep their
+ * entry program: fault triggers act before the data leaves, and the engine
+ * finds a faulted send by its entry time), and their arguments are still in
+ * the task's saved user registers when they return. Skipping the entry
+ * tracepoint saves its program and its perf-event path, ~250 ns per call
+ * here (docs/performance.md). The record's ts_enter is its exit time. */
+#define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
+#define EXIT_ONLY(SYS, fd, buf, count, uaddr, msg_flags) ({ \
+    u64 task = CURRENT_TASK(); \
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task); \
+    exit_only(task, args->ret, SYS, fd, buf, count, uaddr, msg_flags); })
+
+static __always_inline int exit_only(u64 task, s64 ret, const u16 sys, s64 fd, u64 buf,
+                                     u64 count, u64 uaddr, u32 msg_flags)
+{
+    struct stash *st = stash_call(task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE);
+    if (!st)
         return 0;
-    return enter(SYS_SOCKET, -1, args->family, args->type, 0, 0, args->protocol, MODE_NONE);
+    st->ts = 0;
+    st->fhits = st->fdrop = 0;
+    st->fsuppress = st->sk ? fault_kill_dead(st->cg) : 0;
+    return exit_task(task, ret, sys);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_socket) { return do_exit_ev(args->ret, SYS_SOCKET); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
-    return enter(SYS_BIND, args->fd, 0, 0, 0, 0, 0, MODE_NONE);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_bind) { return do_exit_ev(args->ret, SYS_BIND); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_listen) {
-    return enter(SYS_LISTEN, args->fd, 0, args->backlog, 0, 0, 0, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
+    u64 task = CURRENT_TASK();
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task);
+    s32 family = REG(regs, 0);
+    if (family != L_AF_INET && family != L_AF_INET6)
+        return 0;
+    return exit_only(task, args->ret, SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
+                     (s32)REG(regs, 2));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_listen) { return do_exit_ev(args->ret, SYS_LISTEN); }
+
+TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
+    return EXIT_ONLY(SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_listen) {
+    return EXIT_ONLY(SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     return enter(SYS_CONNECT, args->fd, 0, 0, (u64)args->uservaddr, args->addrlen, 0, MODE_NONE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return do_exit_ev(args->ret, SYS_CONNECT); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) {
-    return enter(SYS_ACCEPT, args->fd, 0, 0, 0, 0, 0, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) {
+    return EXIT_ONLY(SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return do_exit_ev(args->ret, SYS_ACCEPT); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) {
-    return enter(SYS_ACCEPT4, args->fd, 0, 0, 0, 0, args->flags, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
+    return EXIT_ONLY(SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return do_exit_ev(args->ret, SYS_ACCEPT4); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) {
-    return enter(SYS_READ, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_read) {
+    return EXIT_ONLY(SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return do_exit_ev(args->ret, SYS_READ); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
     return enter(SYS_WRITE, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_BUF);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return do_exit_ev(args->ret, SYS_WRITE); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) {
-    return enter(SYS_READV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) {
+    return EXIT_ONLY(SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return do_exit_ev(args->ret, SYS_READV); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
     return enter(SYS_WRITEV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_IOV);
@@ -758,26 +793,23 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) {
-    return enter(SYS_RECVFROM, args->fd, (u64)args->ubuf, args->size, (u64)args->addr, 0,
-                 args->flags, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
+    return EXIT_ONLY(SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), REG(regs, 4),
+                     (u32)REG(regs, 3));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return do_exit_ev(args->ret, SYS_RECVFROM); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) {
-    return enter(SYS_RECVMSG, args->fd, (u64)args->msg, 0, 0, 0, args->flags, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) {
+    return EXIT_ONLY(SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0, (u32)REG(regs, 2));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return do_exit_ev(args->ret, SYS_RECVMSG); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) {
-    return enter(SYS_RECVMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
+    return EXIT_ONLY(SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1), (u32)REG(regs, 2), 0,
+                     (u32)REG(regs, 3));
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return do_exit_ev(args->ret, SYS_RECVMMSG); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_shutdown) {
-    return enter(SYS_SHUTDOWN, args->fd, 0, args->how, 0, 0, 0, MODE_NONE);
+TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) {
+    return EXIT_ONLY(SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) { return do_exit_ev(args->ret, SYS_SHUTDOWN); }
 
 /* close: emitted at entry, while the fd and the sock still exist (after a
  * last close a UDP/TCP sock may be freed before sys_exit). */

@@ -62,7 +62,7 @@ struct ev_hdr {
 
 struct ev_sock {
     struct ev_hdr h;
-    __u64 ts_enter;  /* sys_enter time */
+    __u64 ts_enter;  /* sys_enter time (sends, connect, close); ts for exit-only calls */
     __u64 sk;        /* struct sock * : identity of the socket while it lives */
     __s64 ret;       /* syscall return (for F_MMSG: that message's msg_len) */
     __u64 count;     /* requested bytes (read/write/send/recv len), vlen/iovlen for vectors,

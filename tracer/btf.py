@@ -209,6 +209,13 @@ NEEDED = {
     "OFF_CSS_SET_DFL_CGRP": ("css_set", "dfl_cgrp"),
     "OFF_CGROUP_KN": ("cgroup", "kn"),
     "OFF_KERNFS_NODE_ID": ("kernfs_node", "id"),
+    # a system call's arguments at its exit, from the task's saved user
+    # registers (x86_64 calling convention; see trace.bpf.c exit_only)
+    "OFF_REGS_ARG0": ("pt_regs", "di"),
+    "OFF_REGS_ARG1": ("pt_regs", "si"),
+    "OFF_REGS_ARG2": ("pt_regs", "dx"),
+    "OFF_REGS_ARG3": ("pt_regs", "r10"),
+    "OFF_REGS_ARG4": ("pt_regs", "r8"),
 }
 # expected sizes: a layout change that alters a field's width must fail loudly
 SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,

@@ -1,6 +1,9 @@
 /* A node that is not Python, for the tracer's end-to-end tests: a TCP
  * server that accepts one connection, read()s one request, write()s
- * "re:" + request, reads until EOF, then waits to be stopped.
+ * "re:" + request, reads until EOF, then waits to be stopped. Before its
+ * read it makes one 32-bit system call on the connection, read(conn, 0, 0)
+ * through int $0x80: ia32 read is number 3, x86_64's close, and the tracer
+ * must not take it for a close (raw_syscalls passes both tables' numbers).
  *
  *     gcc -O2 -o cnode cnode.c && ./cnode PORT
  *
@@ -82,6 +85,13 @@ int main(int argc, char **argv)
     int conn = accept(lst, NULL, NULL);
     if (conn < 0)
         die("accept");
+#if defined(__x86_64__)
+    long ia32_ret;
+    __asm__ volatile("int $0x80" : "=a"(ia32_ret) : "a"(3), "b"(conn), "c"(0), "d"(0)
+                     : "memory");
+    if (ia32_ret != 0 && ia32_ret != -38)  /* -ENOSYS: no ia32 emulation */
+        die("ia32 read");
+#endif
     char buf[4096 + 3] = "re:";
     ssize_t n = read(conn, buf + 3, 4096);
     if (n <= 0)
