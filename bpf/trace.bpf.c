@@ -446,11 +446,8 @@ static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16
 #define MODE_IOV     2  /* payload = first iovec of buf (writev) */
 #define MODE_MSG     3  /* buf is a user_msghdr: first iovec + msg_name (sendmsg) */
 
-/* The scope test, and the call's arguments into the thread's stash: the
- * stash, or NULL when the call is not recorded (out of scope, not a TCP/UDP
- * socket). */
-static __always_inline struct stash *stash_call(u64 task, u16 sys, s64 fd, u64 buf, u64 count,
-                                                u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
+/* The thread's stash if the thread is traced (in scope), else NULL. */
+static __always_inline struct stash *scoped_stash(u64 task)
 {
     if (LD(u32, task, OFF_TASK_TGID) == SELF_TGID)
         return 0;
@@ -472,6 +469,15 @@ static __always_inline struct stash *stash_call(u64 task, u16 sys, s64 fd, u64 b
         st->scope_cg = cg;
         st->scope_gen = gen;
     }
+    st->cg = cg;
+    return st;
+}
+
+/* The call's arguments into the stash; 0 when the call is not recorded (its
+ * fd is not a TCP/UDP socket). */
+static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 fd, u64 buf,
+                                      u64 count, u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
+{
     u64 sk = 0;
     if (sys != SYS_SOCKET) {
         if (fd < 0)
@@ -480,7 +486,6 @@ static __always_inline struct stash *stash_call(u64 task, u16 sys, s64 fd, u64 b
         if (!sk)
             return 0;
     }
-    st->cg = cg;
     st->sk = sk;
     st->buf = buf;
     st->addr = uaddr;
@@ -502,15 +507,15 @@ static __always_inline struct stash *stash_call(u64 task, u16 sys, s64 fd, u64 b
     } else if (uaddr && sys == SYS_CONNECT) {
         st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
     }
-    return st;
+    return 1;
 }
 
 static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
                                  u64 addrlen, u32 msg_flags, int mode)
 {
-    struct stash *st = stash_call(CURRENT_TASK(), sys, fd, buf, count, uaddr, addrlen,
-                                  msg_flags, mode);
-    if (!st)
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (!st || !stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode))
         return 0;
     st->ts = bpf_ktime_get_ns();
     if (st->sk)
@@ -600,11 +605,8 @@ static __always_inline void emit_mmsg(struct stash *st, s64 ret, u64 cg, u64 tas
  * other system calls, so each exit program only holds its own path (one
  * generic program with the mmsg loop inlined made the verifier give up:
  * "The sequence of 8193 jumps is too complex"). */
-static __always_inline int exit_task(u64 task, s64 ret, const u16 sys)
+static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const u16 sys)
 {
-    struct stash *st = stash.task_storage_get((struct task_struct *)task, 0, 0);
-    if (!st || !st->sys)
-        return 0;  /* no entry recorded for this call */
     u64 cg = st->cg;
     if (st->sys != sys)
         goto out;  /* stale entry (tracer attached mid-syscall) */
@@ -697,7 +699,11 @@ out:
 
 static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 {
-    return exit_task(CURRENT_TASK(), ret, sys);
+    u64 task = CURRENT_TASK();
+    struct stash *st = stash.task_storage_get((struct task_struct *)task, 0, 0);
+    if (!st || !st->sys)
+        return 0;  /* no entry recorded for this call */
+    return exit_stash(st, task, ret, sys);
 }
 
 /* ------------------------------------------------------ syscall tracepoints */
@@ -710,40 +716,43 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
  * tracepoint saves its program and its perf-event path, ~250 ns per call
  * here (docs/performance.md). The record's ts_enter is its exit time. */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
-#define EXIT_ONLY(SYS, fd, buf, count, uaddr, msg_flags) ({ \
+/* declares task, ret, st and regs; returns at once for a thread out of scope */
+#define EXIT_ONLY_PROLOGUE \
     u64 task = CURRENT_TASK(); \
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task); \
-    exit_only(task, args->ret, SYS, fd, buf, count, uaddr, msg_flags); })
+    s64 ret = args->ret; \
+    struct stash *st = scoped_stash(task); \
+    if (!st) \
+        return 0; \
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task)
 
-static __always_inline int exit_only(u64 task, s64 ret, const u16 sys, s64 fd, u64 buf,
-                                     u64 count, u64 uaddr, u32 msg_flags)
+static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const u16 sys,
+                                     s64 fd, u64 buf, u64 count, u64 uaddr, u32 msg_flags)
 {
-    struct stash *st = stash_call(task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE);
-    if (!st)
+    if (!stash_args(st, task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE))
         return 0;
     st->ts = 0;
     st->fhits = st->fdrop = 0;
     st->fsuppress = st->sk ? fault_kill_dead(st->cg) : 0;
-    return exit_task(task, ret, sys);
+    return exit_stash(st, task, ret, sys);
 }
 
-
 TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
-    u64 task = CURRENT_TASK();
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task);
+    EXIT_ONLY_PROLOGUE;
     s32 family = REG(regs, 0);
     if (family != L_AF_INET && family != L_AF_INET6)
         return 0;
-    return exit_only(task, args->ret, SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
+    return exit_only(st, task, ret, SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
                      (s32)REG(regs, 2));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
-    return EXIT_ONLY(SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_listen) {
-    return EXIT_ONLY(SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
@@ -752,15 +761,18 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return do_exit_ev(args->ret, SYS_CONNECT); }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept) {
-    return EXIT_ONLY(SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
-    return EXIT_ONLY(SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_read) {
-    return EXIT_ONLY(SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
@@ -769,7 +781,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write) {
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return do_exit_ev(args->ret, SYS_WRITE); }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) {
-    return EXIT_ONLY(SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
@@ -794,21 +807,26 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
-    return EXIT_ONLY(SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), REG(regs, 4),
-                     (u32)REG(regs, 3));
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1),
+                     REG(regs, 2), REG(regs, 4), (u32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) {
-    return EXIT_ONLY(SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0, (u32)REG(regs, 2));
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0,
+                     (u32)REG(regs, 2));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
-    return EXIT_ONLY(SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1), (u32)REG(regs, 2), 0,
-                     (u32)REG(regs, 3));
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1),
+                     (u32)REG(regs, 2), 0, (u32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) {
-    return EXIT_ONLY(SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
+    EXIT_ONLY_PROLOGUE;
+    return exit_only(st, task, ret, SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
 }
 
 /* close: emitted at entry, while the fd and the sock still exist (after a
