@@ -29,6 +29,7 @@ test-slow: setup
 bench: setup
 	@$(PY) bench/sandbox_overhead.py
 	@$(PY) bench/tracer_overhead.py
+	@$(PY) bench/syscall_cost.py
 	@$(PY) bench/engine_overhead.py
 	@$(PY) bench/solver_scale.py
 
