@@ -713,7 +713,7 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
  * entry program: fault triggers act before the data leaves, and the engine
  * finds a faulted send by its entry time), and their arguments are still in
  * the task's saved user registers when they return. Skipping the entry
- * tracepoint saves its program and its perf-event path, ~250 ns per call
+ * tracepoint saves its program and its perf-event path, ~200 ns per call
  * here (docs/performance.md). The record's ts_enter is its exit time. */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
 /* declares task, ret, st and regs; returns at once for a thread out of scope */
