@@ -24,15 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tracer_overhead import SETTLE  # the wait after attaching, before a timed pass
+
 from tracer.kernel import cgroup2_root, cgroup_id
 from tracer.program import TraceProgram
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("udp", "pipe", "getppid")
 MODES = ("none", "loaded", "recording")
-# after attaching, the kernel patches text and runs RCU work for a while
-# (bench/tracer_overhead.py SETTLE); a pass started at once is slowed by it
-SETTLE = 2.0
 
 
 def build(tmp: Path) -> Path:

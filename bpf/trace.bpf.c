@@ -13,7 +13,7 @@
  * socket system call of the traced processes. On the project's VM a helper
  * call costs 20-80 ns (retpolines, SRSO safe-RET), so the hot path avoids
  * them where it can: typed loads instead of bpf_probe_read_kernel, the
- * cgroup id read from the task, one task-storage lookup per side.
+ * cgroup id read from the task, one task-storage lookup per program.
  * docs/performance.md has the measurements.
  *
  * Other compile-time parameters: PAYLOAD_N, RINGBUF_PAGES, SELF_TGID,
@@ -60,7 +60,8 @@ _Static_assert(sizeof(struct ev_tcpstate) == EV_TCPSTATE_SIZE, "ev_tcpstate layo
 _Static_assert(sizeof(struct ev_proc) <= RECORD_SIZE, "ev_proc fits a record");
 _Static_assert(sizeof(struct ev_tcpstate) <= RECORD_SIZE, "ev_tcpstate fits a record");
 
-/* entry arguments, kept per thread from sys_enter to sys_exit */
+/* a call's arguments, kept per thread from sys_enter to sys_exit (for the
+ * calls recorded at exit only, filled there: see exit_only) */
 struct stash {
     u64 scope_cg;   /* the thread was in scope in this cgroup ... */
     u64 scope_gen;  /* ... at this scope generation (see scope_gen) */

@@ -3,7 +3,8 @@
  * "re:" + request, reads until EOF, then waits to be stopped. Before its
  * read it makes one 32-bit system call on the connection, read(conn, 0, 0)
  * through int $0x80: ia32 read is number 3, x86_64's close, and the tracer
- * must not take it for a close (raw_syscalls passes both tables' numbers).
+ * must not take it for a close (a tracer keyed on raw system call numbers,
+ * as on raw_syscalls, would).
  *
  *     gcc -O2 -o cnode cnode.c && ./cnode PORT
  *
