@@ -60,8 +60,10 @@ class Progress:
             return
         faults = ", ".join(f.fault for f in run.faults) or "no faults"
         outcome = {True: "predicate holds", False: "PREDICATE FAILS", None: "run error"}
+        held = " vacuously" if run.predicate and run.vacuous else ""
+        # markup=False: "[hypothesis]" and fault strings are text, not rich tags
         self.console.print(f"run {run.index:>3} [{run.purpose}] {faults}: "
-                           f"{outcome[run.predicate]} ({run.duration:.2f}s)")
+                           f"{outcome[run.predicate]}{held} ({run.duration:.2f}s)", markup=False)
 
 
 def print_verdict(result: SearchResult, console: Console | None = None) -> None:

@@ -124,8 +124,10 @@ class Engine:
             if run.result.predicate_ok is None:
                 flawed.append(f"run {record.index} could not complete ({run.result.error})")
                 self.strategy.mark_tried(hypothesis)
+                self._report_progress()
                 continue
             if not run.result.predicate_ok:
+                self._report_progress()
                 return self._confirm_bug(sorted(hypothesis), run)
             if record.unfired:
                 flawed.append(f"run {record.index}: " + "; ".join(
