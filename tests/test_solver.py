@@ -271,7 +271,10 @@ def test_minimal_hitting_sets_of_two_supports_smallest_first() -> None:
 def test_a_support_learned_under_faults_binds_only_their_supersets() -> None:
     """2pc-ctp's lesson: a run under crash(x) ends well by a path (timeouts) that
     exists only because of that crash; it must not rule out a different crash."""
-    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    # b sends m2 before m1 reaches it: two independent first messages, so
+    # neither omission silences the protocol (Hypotheses.preference)
+    m1 = msg("a->b:udp0#0", recv_before=1)
+    m2, m3 = msg("b->c:udp0#0"), msg("c->a:udp0#0")
     om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
     hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     hyp.add_support(support(m1, m2, run="fault-free"))
@@ -294,7 +297,10 @@ def test_sets_that_break_conditional_supports_too_come_first() -> None:
     """Molly's hypotheses (every known way broken, conditional ones included)
     before the sets only the conditional rule adds; both tiers complete and
     disjoint, each smallest first."""
-    m1, m2, m3 = msg("a->b:udp0#0"), msg("b->c:udp0#0"), msg("c->a:udp0#0")
+    # b sends m2 before m1 reaches it: two independent first messages, so
+    # neither omission silences the protocol (Hypotheses.preference)
+    m1 = msg("a->b:udp0#0", recv_before=1)
+    m2, m3 = msg("b->c:udp0#0"), msg("c->a:udp0#0")
     om = {m: Fault("omission", MessageAnchor(m.id)) for m in (m1, m2, m3)}
     hyp = Hypotheses(Budget(kinds=("omission",), max_faults=2), order="smallest")
     hyp.add_support(support(m1, m2, run="fault-free"))
@@ -347,6 +353,60 @@ def test_crashes_between_rounds_come_before_crashes_inside_a_broadcast() -> None
     fine = [["crash(a, before send 2)"], ["crash(a, before send 4)"]]
     assert sorted(found[:4]) == coarse
     assert sorted(found[4:]) == fine
+
+
+def test_the_most_damaging_crash_that_leaves_the_protocol_something_first() -> None:
+    """2pc with coordinator d and three agents. Crashing d after the votes
+    kills its commits (3 messages), an agent's crash its vote and its commit
+    (2); those come in that order (z3's, by name, would start with the
+    agents). Crashing d before its prepares kills every message of the
+    protocol, so nothing is left for the check to ask about: it comes last."""
+    agents = ("a", "b", "c")
+    prepare = [msg(f"d->{x}:udp0#0", send_index=i) for i, x in enumerate(agents)]
+    votes = [msg(f"{x}->d:udp0#0", send_index=0, recv_before=3) for x in agents]
+    commit = [msg(f"d->{x}:udp0#1", send_index=3 + i, recv_before=1)
+              for i, x in enumerate(agents)]
+    hyp = Hypotheses(Budget(kinds=("crash",), max_faults=1, max_crashes=1))
+    hyp.add_support(Support("r", tuple((m,) for m in prepare + votes + commit),
+                            ("client", *agents, "d")))
+    found = every(hyp)
+    assert texts(found[:1]) == [["crash(d, before send 4)"]]
+    assert sorted(texts(found[1:4])) == [[f"crash({x}, before send 1)"] for x in agents]
+    assert texts(found[4:5]) == [["crash(d, before send 1)"]]
+    assert [hyp.preference(h) for h in found[:5]] == [(0, -3), (0, -2), (0, -2), (0, -2),
+                                                       (1, -9)]
+
+
+def test_a_crash_that_silences_the_protocol_through_its_relays_comes_last() -> None:
+    """Classic broadcast: a sends to b and c, which relay to each other once
+    they have it. Crashing a before its first send kills only a's messages,
+    but the relays come after them (reduce.roots): nothing of the protocol
+    is left, so it comes after the relays' crashes of the same grain."""
+    hello = [msg("a->b:udp0#0", send_index=0), msg("a->c:udp0#0", send_index=1)]
+    relays = [msg("b->c:udp0#0", send_index=0), msg("c->b:udp0#0", send_index=0)]
+    hyp = Hypotheses(Budget(kinds=("crash",), max_faults=1, max_crashes=1))
+    hyp.add_support(support(*hello, *relays))
+    found = texts(every(hyp))
+    assert sorted(found[:2]) == [["crash(b, before send 1)"], ["crash(c, before send 1)"]]
+    assert found[2:] == [["crash(a, before send 1)"], ["crash(a, before send 2)"]]
+
+
+@pytest.mark.parametrize("pause_ns", [0, 50_000_000])
+def test_a_pause_between_sends_starts_a_round(pause_ns: int) -> None:
+    """A broadcaster that resends on a timer: a crash between two ticks is
+    Molly's crash at a time step (a round boundary, searched with the
+    coarse points); one between the copies of one tick is not."""
+    copies = [(msg(f"a->b:udp0#{t}", send_index=2 * t, send_ts=t * pause_ns),
+               msg(f"a->c:udp0#{t}", send_index=2 * t + 1, send_ts=t * pause_ns + 10_000))
+              for t in range(2)]
+    hyp = Hypotheses(Budget(kinds=("crash", "omission"), max_faults=2, max_crashes=1))
+    hyp.add_support(support(tuple(c[0] for c in copies), tuple(c[1] for c in copies)))
+    points = [next(f.anchor.nth for f in h if f.kind == "crash")
+              for h in every(hyp) if len(h) == 2 and any(f.kind == "crash" for f in h)]
+    coarse = {0, 2} if pause_ns else {0}
+    first_fine = next(i for i, p in enumerate(points) if p not in coarse)
+    assert set(points[:first_fine]) == coarse
+    assert not coarse & set(points[first_fine:])
 
 
 def test_retransmissions_must_all_be_lost() -> None:
@@ -642,3 +702,22 @@ def test_sets_holding_a_vacuous_runs_faults_come_last_within_their_size() -> Non
     first = "omission(a->b:udp0#0)"
     assert [len(h) for h in got] == [2, 2, 2, 1, 1, 1]  # sizes keep their order
     assert [first in h for h in got] == [False, True, True, False, False, True]
+
+
+def test_a_vacuous_runs_crash_is_blamed_alone() -> None:
+    """{crash(a), omission(a->b#0)} held vacuously: every set holding that
+    crash is put off, whatever it loses besides; an omission alone takes
+    only its run's exact faults."""
+    ms = [msg(f"a->b:udp0#{i}", send_index=i) for i in range(3)]
+    budget = Budget(kinds=("omission", "crash"), max_faults=2, max_crashes=1)
+    plain = Hypotheses(budget)
+    plain.add_support(support(*ms))
+    hyp = Hypotheses(budget)
+    hyp.add_support(support(*ms))
+    crash = Fault("crash", SendAnchor("a", 1), node="a")
+    hyp.add_vacuous({crash, Fault("omission", MessageAnchor(ms[0].id))})
+    got = every(hyp)
+    assert sorted(texts(got)) == sorted(texts(every(plain)))  # put off, never dropped
+    pairs = [crash in h for h in got if len(h) == 2]
+    assert pairs == sorted(pairs)  # within size 2, every set with the crash last
+    assert sum(pairs) > 1  # more than the vacuous run's own set was put off

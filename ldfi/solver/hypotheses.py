@@ -24,6 +24,7 @@ so a 100k-message support is a formula of a handful of variables.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 from collections import deque
@@ -46,6 +47,15 @@ STRATEGIES = ("ldfi", "random", "exhaustive")
 # Molly's order; the first failing set is minimal in size.
 ORDERS = ("largest", "smallest")
 _RANDOM_TRIES = 1000  # samples before falling back to a scan for an untried set
+# Within one scope the solver's vectors are taken this many at a time and
+# their sets run by preference(); beyond a window the order is z3's, so
+# a formula of 10^4 classes does not enumerate its whole scope up front.
+VECTOR_WINDOW = 64
+# A pause this long between two of a node's sends, with no receive between
+# them, ends a round: its timer fired (a retry, a heartbeat, a timeout). The
+# sends of one round (a broadcast) are microseconds apart; the models' ticks
+# are 50 ms.
+ROUND_GAP_NS = 5_000_000
 
 _Sig = tuple[object, ...]  # ("root", kind, key) | (parent id, support index, profile)
 
@@ -90,6 +100,8 @@ class Hypotheses:
         self._postponed: deque[frozenset[Fault]] = deque()  # this scope's sets holding one
         # message -> its sender's send index, as last seen in a support (see moot)
         self._send_index: dict[Hashable, int] = {}
+        self._damage: dict[Fault, int] = {}  # see damage()
+        self._silencers: set[Fault] = set()  # see preference()
 
     # ---------------------------------------------------------------- input
 
@@ -106,10 +118,7 @@ class Hypotheses:
                                       self.budget.max_faults)
         s = len(self._shapes)
         self._shapes.append(shape)
-        for m in support.messages:
-            self._send_index[m.id] = m.send_index
-            self._rounds.setdefault(m.src, {0})
-            self._rounds.setdefault(m.dst, {0}).add(m.recv_sends_before)
+        self._learn_rounds(support)
         given = frozenset(given)
         self._given.append(given)
         for chain, placed in found.logical.items():
@@ -131,6 +140,15 @@ class Hypotheses:
         for chain in shape.logical:  # every fault on it, from any run, reaches this one
             for fault, at in self._anchors.get(chain, {}).items():
                 tokens.setdefault(fault, set()).update(shape.chain_tokens(chain, at))
+        local: dict[Fault, list[tuple[Hashable, float]]] = {}
+        for chain, placed in found.local.items():
+            for fault, at in placed.items():
+                local.setdefault(fault, []).append((chain, at))
+        for fault in tokens:
+            chains = local.get(fault, []) + self._placed.get(fault, [])
+            self._damage[fault] = max(found.kills(fault, chains), self._damage.get(fault, 0))
+            if s == 0 and 0 < found.roots == found.kills(fault, chains, roots=True):
+                self._silencers.add(fault)  # see preference()
         for fault, mine in tokens.items():
             old = self._sig.get(fault)
             sig = old if old is not None else self._history(fault, s)
@@ -149,10 +167,39 @@ class Hypotheses:
         """A run under these faults held only vacuously: they removed the
         outcome's premise (no write acknowledged, no vote cast), so it taught
         no support. A set holding them all most likely removes it again:
-        within each size such sets come after the others."""
+        within each size such sets come after the others. If some of them
+        crash a node, those are blamed alone: a crash takes the node's whole
+        future (its acknowledgements, its votes), a lost message one step of
+        it, so every set holding that crash is put off, not just this one's
+        supersets (kafka-isr: the leader crashed before it acknowledged
+        anything, with any two cuts, is vacuous every time)."""
         fired = frozenset(fired)
-        if fired and fired not in self._vacuous:
-            self._vacuous.append(fired)
+        crashes = frozenset(f for f in fired if registry.get(f.kind).crashes_node)
+        blamed = crashes or fired
+        if blamed and blamed not in self._vacuous:
+            self._vacuous.append(blamed)
+
+    def damage(self, hypothesis: Iterable[Fault]) -> int:
+        """How much of the known supports a set destroys: per fault, the most
+        messages it kills in any one support (a crash: the node's later sends
+        and receives; a cut: the rest of its flow; an omission: its message),
+        summed."""
+        return sum(self._damage.get(f, 0) for f in hypothesis)
+
+    def preference(self, hypothesis: Iterable[Fault]) -> tuple[int, int]:
+        """Within a scope the search runs the sets with the smallest key first:
+        1. fewer faults that alone silence the protocol: that kill the first
+           messages between its nodes in the fault-free run, and so all that
+           followed from them (reduce.roots; the initiator's crash before its
+           first send). Such a run has nothing left of what the check asks
+           about: it holds vacuously, or by the design of every protocol (a
+           participant that never shows up times out).
+        2. more damage: the node the outcome leans on most (the coordinator,
+           the leader, the broadcaster) before one that only answers the
+           check, and of one node's crash points the earlier first, whose
+           run, if it holds, teaches a support the later ones leave whole."""
+        h = list(hypothesis)
+        return sum(1 for f in h if f in self._silencers), -self.damage(h)
 
     def was_tried(self, hypothesis: Iterable[Fault]) -> bool:
         return frozenset(hypothesis) in self._tried
@@ -251,9 +298,9 @@ class Hypotheses:
         members: dict[tuple[int, bool], list[Fault]] = {}
         for fault, sig in self._sig.items():
             members.setdefault((sig, self._coarse(fault)), []).append(fault)
-        classes = (self._klass(sig, sorted(fs, key=Fault.sort_key), coarse)
+        classes = (self._klass(sig, sorted(fs, key=self._member_order), coarse)
                    for (sig, coarse), fs in members.items())
-        self._classes = sorted(classes, key=lambda c: c.members[0].sort_key())
+        self._classes = sorted(classes, key=lambda c: min(f.sort_key() for f in c.members))
         self._space = None
         self._dirty = False
         if self.strategy == "exhaustive":
@@ -262,6 +309,21 @@ class Hypotheses:
             self._pending = iter(())
         self._postponed.clear()  # the new formula's scopes yield them again if still valid
         self._formula = None
+
+    def _member_order(self, fault: Fault) -> tuple[object, ...]:
+        return (*self.preference([fault]), fault.sort_key())
+
+    def _learn_rounds(self, support: Support) -> None:
+        """Send indices (moot) and where each node's rounds start (_coarse):
+        after a receive, and after a pause in its sends (ROUND_GAP_NS)."""
+        last: dict[str, int] = {}  # node -> send time of its previous message here
+        for m in sorted(support.messages, key=lambda m: (m.src, m.send_index)):
+            self._send_index[m.id] = m.send_index
+            self._rounds.setdefault(m.src, {0})
+            self._rounds.setdefault(m.dst, {0}).add(m.recv_sends_before)
+            if m.src in last and m.send_ts - last[m.src] >= ROUND_GAP_NS:
+                self._rounds[m.src].add(m.send_index)
+            last[m.src] = m.send_ts
 
     def _get_space(self) -> Space:
         if self._space is None:
@@ -314,15 +376,27 @@ class Hypotheses:
                 return h
             if self._scope is None:
                 return None
-            vector = self._formula.next_vector(*self._scope)
-            if vector is not None:
-                self._pending = self._choices(vector)
+            window = self._next_window()
+            if window is not None:
+                self._pending = window
                 continue
             while self._postponed:  # the scope's last sets: those add_vacuous put off
                 h = self._postponed.popleft()
                 if h not in self._tried:
                     return h
             self._scope = next(self._scopes, None)
+
+    def _next_window(self) -> Iterator[frozenset[Fault]] | None:
+        """The scope's next VECTOR_WINDOW count vectors' sets, merged by
+        preference (each vector's sets come in its classes' member order,
+        which is by preference; ties keep z3's order), or None when the scope
+        has no vector left."""
+        assert self._formula is not None and self._scope is not None
+        window = []
+        while (len(window) < VECTOR_WINDOW
+               and (v := self._formula.next_vector(*self._scope)) is not None):
+            window.append(self._choices(v))
+        return heapq.merge(*window, key=self.preference) if window else None
 
     def _sizes(self) -> range:
         """Set sizes in the order they are searched."""

@@ -24,11 +24,12 @@ chains, see Killer).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ldfi.faults import Fault, FaultModel
+from ldfi.faults import Fault, FaultModel, MessageFacts
 from ldfi.lineage import Support
+from ldfi.trace.model import MessageId
 
 SINGLE = "S"  # token: kills a whole one-message group of this support
 Token = Hashable  # SINGLE | ("p", atom) | ("c", chain, interval)
@@ -73,6 +74,52 @@ class Found:
     atom_points: dict[Fault, list[int]] = field(default_factory=dict)
     local: dict[Hashable, dict[Fault, float]] = field(default_factory=dict)  # per-run chains
     logical: dict[Hashable, dict[Fault, float]] = field(default_factory=dict)
+    # what the search orders by (Hypotheses.preference), not what the formula
+    # needs: each message's latest place on each of its chains, sorted per
+    # chain, and how many messages each point fault kills; the same for the
+    # protocol's first messages (see roots()), and how many those are
+    places: dict[Hashable, list[float]] = field(default_factory=dict)
+    point_kills: dict[Fault, int] = field(default_factory=dict)
+    root_places: dict[Hashable, list[float]] = field(default_factory=dict)
+    root_point_kills: dict[Fault, int] = field(default_factory=dict)
+    roots: int = 0
+
+    def kills(self, fault: Fault, chains: Iterable[tuple[Hashable, float]],
+              roots: bool = False) -> int:
+        """How many of this support's messages (roots: of its root messages)
+        `fault` kills, placed at these (chain, place)s: those at or after its
+        place on a chain, and those it kills as a point fault."""
+        n = (self.root_point_kills if roots else self.point_kills).get(fault, 0)
+        for chain, at in chains:
+            places = (self.root_places if roots else self.places).get(chain)
+            if places:
+                n += len(places) - bisect_left(places, at)
+        return n
+
+    def count(self, copy: _Copy, root: bool) -> None:
+        points, refs = copy
+        self.roots += root
+        for kills, places in ((self.point_kills, self.places),
+                              (self.root_point_kills, self.root_places))[:1 + root]:
+            for f in points:
+                kills[f] = kills.get(f, 0) + 1
+            for chain, at in refs.items():
+                places.setdefault(chain, []).append(at)
+
+
+def roots(support: Support) -> set[MessageId]:
+    """The protocol's first messages: those between nodes (neither end a
+    client) whose sender had received none such before sending it. Every
+    other such message is causally after one of them, so a fault set that
+    kills them all leaves the protocol nothing to do."""
+    def core(m: MessageFacts) -> bool:
+        return m.src not in support.clients and m.dst not in support.clients
+
+    first_heard: dict[str, int] = {}  # node -> sends it had made when it first heard one
+    for m in filter(core, support.messages):
+        first_heard[m.dst] = min(m.recv_sends_before, first_heard.get(m.dst, m.recv_sends_before))
+    return {m.id for m in filter(core, support.messages)
+            if m.send_index < first_heard.get(m.src, m.send_index + 1)}
 
 
 _Copy = tuple[list[Fault], dict[Hashable, float]]  # point killers; chain -> its place on it
@@ -88,8 +135,11 @@ def reduce_support(support: Support, models: Sequence[FaultModel], include_clien
     logical_keys: set[Hashable] = set()
     reach: dict[Hashable, float] = {}
     multi: list[list[_Copy]] = []
+    first = roots(support)
     for group in support.groups:
         copies = [_killers(m, models, view, admits, found, logical_keys) for m in group]
+        for m, copy in zip(group, copies, strict=True):
+            found.count(copy, m.id in first)
         if len(copies) > 1 and max_faults == 1:
             copies = [_common(copies)]
         if any(not points and not refs for points, refs in copies):
@@ -108,6 +158,8 @@ def reduce_support(support: Support, models: Sequence[FaultModel], include_clien
             for chain, at in refs.items():
                 places.setdefault(chain, set()).add(at)
     atom_places = {chain: sorted(ps) for chain, ps in places.items()}
+    for ps in (*found.places.values(), *found.root_places.values()):
+        ps.sort()
     groups: list[list[Atom]] = []
     aid = -1
     for copies in multi:
