@@ -29,6 +29,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
+from operator import attrgetter
 
 from ldfi.errors import UserError
 from ldfi.faults import Fault, MessageAnchor, SendAnchor, registry
@@ -47,10 +48,13 @@ STRATEGIES = ("ldfi", "random", "exhaustive")
 # Molly's order; the first failing set is minimal in size.
 ORDERS = ("largest", "smallest")
 _RANDOM_TRIES = 1000  # samples before falling back to a scan for an untried set
-# Within one scope the solver's vectors are taken this many at a time and
-# their sets run by preference(); beyond a window the order is z3's, so
-# a formula of 10^4 classes does not enumerate its whole scope up front.
+# Within one scope the solver's vectors are taken up to 64 at a time and
+# their sets run by preference(); beyond a window the order is z3's. A z3
+# call costs about in proportion to the classes, so the window shrinks with
+# them (to 1, z3's order, from 16k classes): a 100k-message support's first
+# hypothesis would otherwise wait for 64 calls of half a second each.
 VECTOR_WINDOW = 64
+WINDOW_WORK = 64 * 256  # window x classes
 # A pause this long between two of a node's sends, with no receive between
 # them, ends a round: its timer fired (a retry, a heartbeat, a timeout). The
 # sends of one round (a broadcast) are microseconds apart; the models' ticks
@@ -146,8 +150,10 @@ class Hypotheses:
                 local.setdefault(fault, []).append((chain, at))
         for fault in tokens:
             chains = local.get(fault, []) + self._placed.get(fault, [])
-            self._damage[fault] = max(found.kills(fault, chains), self._damage.get(fault, 0))
-            if s == 0 and 0 < found.roots == found.kills(fault, chains, roots=True):
+            kills = found.kills(fault, chains)
+            self._damage[fault] = max(kills, self._damage.get(fault, 0))
+            if (s == 0 and 0 < found.roots <= kills
+                    and found.kills(fault, chains, roots=True) == found.roots):
                 self._silencers.add(fault)  # see preference()
         for fault, mine in tokens.items():
             old = self._sig.get(fault)
@@ -298,9 +304,12 @@ class Hypotheses:
         members: dict[tuple[int, bool], list[Fault]] = {}
         for fault, sig in self._sig.items():
             members.setdefault((sig, self._coarse(fault)), []).append(fault)
-        classes = (self._klass(sig, sorted(fs, key=self._member_order), coarse)
+        name = {f: f.sort_key() for f in self._sig}
+        classes = (self._klass(sig, sorted(fs, key=lambda f: (*self.preference([f]), name[f])),
+                               coarse)
                    for (sig, coarse), fs in members.items())
-        self._classes = sorted(classes, key=lambda c: min(f.sort_key() for f in c.members))
+        # by name: the formula's terms, and so z3's order among equals, as before
+        self._classes = sorted(classes, key=lambda c: min(name[f] for f in c.members))
         self._space = None
         self._dirty = False
         if self.strategy == "exhaustive":
@@ -310,14 +319,11 @@ class Hypotheses:
         self._postponed.clear()  # the new formula's scopes yield them again if still valid
         self._formula = None
 
-    def _member_order(self, fault: Fault) -> tuple[object, ...]:
-        return (*self.preference([fault]), fault.sort_key())
-
     def _learn_rounds(self, support: Support) -> None:
         """Send indices (moot) and where each node's rounds start (_coarse):
         after a receive, and after a pause in its sends (ROUND_GAP_NS)."""
         last: dict[str, int] = {}  # node -> send time of its previous message here
-        for m in sorted(support.messages, key=lambda m: (m.src, m.send_index)):
+        for m in sorted(support.messages, key=attrgetter("src", "send_index")):
             self._send_index[m.id] = m.send_index
             self._rounds.setdefault(m.src, {0})
             self._rounds.setdefault(m.dst, {0}).add(m.recv_sends_before)
@@ -387,13 +393,14 @@ class Hypotheses:
             self._scope = next(self._scopes, None)
 
     def _next_window(self) -> Iterator[frozenset[Fault]] | None:
-        """The scope's next VECTOR_WINDOW count vectors' sets, merged by
+        """The scope's next window of count vectors' sets, merged by
         preference (each vector's sets come in its classes' member order,
         which is by preference; ties keep z3's order), or None when the scope
         has no vector left."""
         assert self._formula is not None and self._scope is not None
+        size = max(1, min(VECTOR_WINDOW, WINDOW_WORK // max(1, len(self._classes))))
         window = []
-        while (len(window) < VECTOR_WINDOW
+        while (len(window) < size
                and (v := self._formula.next_vector(*self._scope)) is not None):
             window.append(self._choices(v))
         return heapq.merge(*window, key=self.preference) if window else None
