@@ -18,6 +18,7 @@ from ldfi.faults import Fault, MessageAnchor, MessageFacts, SendAnchor, registry
 from ldfi.lineage import Support
 from ldfi.solver import ORDERS, Budget, Hypotheses, Space
 from ldfi.solver.encode import Formula
+from ldfi.solver.reduce import roots
 from ldfi.trace.model import MessageId
 
 NODES = ("client", "a", "b", "c")
@@ -720,4 +721,30 @@ def test_a_vacuous_runs_crash_is_blamed_alone() -> None:
     assert sorted(texts(got)) == sorted(texts(every(plain)))  # put off, never dropped
     pairs = [crash in h for h in got if len(h) == 2]
     assert pairs == sorted(pairs)  # within size 2, every set with the crash last
-    assert sum(pairs) > 1  # more than the vacuous run's own set was put off
+
+
+def test_roots_are_the_protocols_first_messages() -> None:
+    """A send is a root if its node had heard no protocol message before it:
+    b's second send comes after it read a's (recv_before=1: b had made one
+    send then); the client's messages are not the protocol's."""
+    first = msg("a->b:udp0#0", send_index=0, recv_before=1)
+    b_before = msg("b->c:udp0#0", send_index=0)
+    b_after = msg("b->c:udp0#1", send_index=1)
+    request = msg("client->a:tcp0#0")
+    answer = msg("a->client:tcp0#0", send_index=1)
+    assert roots(support(first, b_before, b_after, request, answer)) == {first.id, b_before.id}
+    assert roots(support(request, answer)) == set()  # no protocol message: nothing to silence
+
+
+def test_a_set_holding_a_silencer_comes_last_in_its_scope_and_damage_counts_a_chain_once() -> None:
+    """One flow a->b of five messages: a cut at the first loses them all
+    (the protocol's every first message), so every pair holding it comes
+    after the other pairs, whatever their damage; two cuts of one flow
+    lose what the earlier one alone loses."""
+    ms = [msg(f"a->b:tcp0#{i}", send_index=i) for i in range(5)]
+    hyp = Hypotheses(Budget(kinds=("cut",), max_faults=2))
+    hyp.add_support(support(*ms))
+    cut = {i: Fault("cut", MessageAnchor(ms[i].id)) for i in range(5)}
+    assert hyp.damage({cut[1], cut[2]}) == hyp.damage({cut[1]}) == 4
+    pairs = [cut[0] in h for h in every(hyp) if len(h) == 2]
+    assert len(pairs) == 10 and pairs == sorted(pairs)

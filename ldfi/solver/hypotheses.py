@@ -37,7 +37,7 @@ from ldfi.lineage import Support
 
 from .budget import Budget
 from .encode import Formula, Klass
-from .reduce import SINGLE, Shape, Token, reduce_support
+from .reduce import SINGLE, Found, Shape, Token, reduce_support
 from .space import Space
 
 STRATEGIES = ("ldfi", "random", "exhaustive")
@@ -51,14 +51,14 @@ _RANDOM_TRIES = 1000  # samples before falling back to a scan for an untried set
 # Within one scope the solver's vectors are taken up to 64 at a time and
 # their sets run by preference(); beyond a window the order is z3's. A z3
 # call costs about in proportion to the classes, so the window shrinks with
-# them (to 1, z3's order, from 16k classes): a 100k-message support's first
+# them (to 1, z3's order, from 8k classes): a 100k-message support's first
 # hypothesis would otherwise wait for 64 calls of half a second each.
 VECTOR_WINDOW = 64
-WINDOW_WORK = 64 * 256  # window x classes
-# A pause this long between two of a node's sends, with no receive between
-# them, ends a round: its timer fired (a retry, a heartbeat, a timeout). The
-# sends of one round (a broadcast) are microseconds apart; the models' ticks
-# are 50 ms.
+WINDOW_WORK = VECTOR_WINDOW * 256  # window x classes: the full window up to 256 classes
+# A pause this long between two of a node's sends (in the support) ends a
+# round, as a receive does: its timer fired (a retry, a heartbeat, a
+# timeout). The sends of one round (a broadcast) are microseconds apart; the
+# models' ticks are 50 ms. Only the order of the search depends on it.
 ROUND_GAP_NS = 5_000_000
 
 _Sig = tuple[object, ...]  # ("root", kind, key) | (parent id, support index, profile)
@@ -102,9 +102,12 @@ class Hypotheses:
         self._rounds: dict[str, set[int]] = {}
         self._vacuous: list[frozenset[Fault]] = []  # see add_vacuous
         self._postponed: deque[frozenset[Fault]] = deque()  # this scope's sets holding one
+        self._silenced: deque[frozenset[Fault]] = deque()  # this scope's sets holding a silencer
+        self._scope_exhausted = False  # the solver has no vector left in this scope
         # message -> its sender's send index, as last seen in a support (see moot)
         self._send_index: dict[Hashable, int] = {}
         self._damage: dict[Fault, int] = {}  # see damage()
+        self._damage_chain: dict[Fault, Hashable | None] = {}  # the chain it was measured on
         self._silencers: set[Fault] = set()  # see preference()
 
     # ---------------------------------------------------------------- input
@@ -144,17 +147,7 @@ class Hypotheses:
         for chain in shape.logical:  # every fault on it, from any run, reaches this one
             for fault, at in self._anchors.get(chain, {}).items():
                 tokens.setdefault(fault, set()).update(shape.chain_tokens(chain, at))
-        local: dict[Fault, list[tuple[Hashable, float]]] = {}
-        for chain, placed in found.local.items():
-            for fault, at in placed.items():
-                local.setdefault(fault, []).append((chain, at))
-        for fault in tokens:
-            chains = local.get(fault, []) + self._placed.get(fault, [])
-            kills = found.kills(fault, chains)
-            self._damage[fault] = max(kills, self._damage.get(fault, 0))
-            if (s == 0 and 0 < found.roots <= kills
-                    and found.kills(fault, chains, roots=True) == found.roots):
-                self._silencers.add(fault)  # see preference()
+        self._learn_damage(found, tokens, fault_free=s == 0)
         for fault, mine in tokens.items():
             old = self._sig.get(fault)
             sig = old if old is not None else self._history(fault, s)
@@ -165,6 +158,25 @@ class Hypotheses:
         self.incomplete_supports += not support.complete
         self._dirty = True
 
+    def _learn_damage(self, found: Found, faults: Iterable[Fault], fault_free: bool) -> None:
+        """Each fault's damage in this support (see damage()), and, in the
+        first support (the fault-free run's), whether it silences the
+        protocol (see preference()). A fault first named by a later support
+        is measured from then on: an ordering heuristic, not the formula."""
+        local: dict[Fault, list[tuple[Hashable, float]]] = {}
+        for chain, placed in found.local.items():
+            for fault, at in placed.items():
+                local.setdefault(fault, []).append((chain, at))
+        for fault in faults:
+            chains = local.get(fault, []) + self._placed.get(fault, [])
+            kills = found.kills(fault, chains)
+            if kills > self._damage.get(fault, 0):
+                self._damage[fault] = kills
+                self._damage_chain[fault] = chains[0][0] if chains else None
+            if (fault_free and 0 < found.root_count <= kills
+                    and found.kills(fault, chains, among_roots=True) == found.root_count):
+                self._silencers.add(fault)
+
     def mark_tried(self, hypothesis: Iterable[Fault]) -> None:
         """Never propose this exact set (its supersets stay possible)."""
         self._tried.add(frozenset(hypothesis))
@@ -174,9 +186,10 @@ class Hypotheses:
         outcome's premise (no write acknowledged, no vote cast), so it taught
         no support. A set holding them all most likely removes it again:
         within each size such sets come after the others. If some of them
-        crash a node, those are blamed alone: a crash takes the node's whole
-        future (its acknowledgements, its votes), a lost message one step of
-        it, so every set holding that crash is put off, not just this one's
+        crash a node (crash, restart), those are blamed alone: a crash takes
+        the node's future (its acknowledgements, its votes; a restarted node
+        comes back without its state), a lost message one step of it, so
+        every set holding that crash is put off, not just this one's
         supersets (kafka-isr: the leader crashed before it acknowledged
         anything, with any two cuts, is vacuous every time)."""
         fired = frozenset(fired)
@@ -189,11 +202,24 @@ class Hypotheses:
         """How much of the known supports a set destroys: per fault, the most
         messages it kills in any one support (a crash: the node's later sends
         and receives; a cut: the rest of its flow; an omission: its message),
-        summed."""
-        return sum(self._damage.get(f, 0) for f in hypothesis)
+        summed; of several faults on one chain only the most damaging counts,
+        since on a chain the earlier fault kills all the later one does (two
+        cuts of one flow lose what the first alone loses)."""
+        total = 0
+        per_chain: dict[Hashable, int] = {}
+        for f in hypothesis:
+            d = self._damage.get(f, 0)
+            chain = self._damage_chain.get(f)
+            if chain is None:
+                total += d
+            else:
+                per_chain[chain] = max(d, per_chain.get(chain, 0))
+        return total + sum(per_chain.values())
 
     def preference(self, hypothesis: Iterable[Fault]) -> tuple[int, int]:
-        """Within a scope the search runs the sets with the smallest key first:
+        """Within a scope the search runs the sets with the smallest key first
+        (rule 1 exactly, rule 2 by windows of the solver's count vectors, and
+        within one vector by its classes' member order):
         1. fewer faults that alone silence the protocol: that kill the first
            messages between its nodes in the fault-free run, and so all that
            followed from them (reduce.roots; the initiator's crash before its
@@ -305,8 +331,11 @@ class Hypotheses:
         for fault, sig in self._sig.items():
             members.setdefault((sig, self._coarse(fault)), []).append(fault)
         name = {f: f.sort_key() for f in self._sig}
-        classes = (self._klass(sig, sorted(fs, key=lambda f: (*self.preference([f]), name[f])),
-                               coarse)
+
+        def best_first(f: Fault) -> tuple[object, ...]:
+            return (*self.preference([f]), name[f])
+
+        classes = (self._klass(sig, sorted(fs, key=best_first), coarse)
                    for (sig, coarse), fs in members.items())
         # by name: the formula's terms, and so z3's order among equals, as before
         self._classes = sorted(classes, key=lambda c: min(name[f] for f in c.members))
@@ -317,6 +346,7 @@ class Hypotheses:
         else:
             self._pending = iter(())
         self._postponed.clear()  # the new formula's scopes yield them again if still valid
+        self._silenced.clear()
         self._formula = None
 
     def _learn_rounds(self, support: Support) -> None:
@@ -372,25 +402,45 @@ class Hypotheses:
             self._scopes = iter([(k, tier, coarse) for tier in range(self._formula.tiers)
                                  for k in self._sizes() for coarse in self._formula.grains])
             self._scope = next(self._scopes)
+            self._scope_exhausted = False
         while True:
             for h in self._pending:
                 if h in self._tried:
                     continue
                 if any(v <= h for v in self._vacuous):
                     self._postponed.append(h)
-                    continue
-                return h
+                elif not self._silencers.isdisjoint(h):
+                    self._silenced.append(h)
+                else:
+                    return h
             if self._scope is None:
                 return None
-            window = self._next_window()
+            window = None if self._scope_exhausted else self._next_window()
             if window is not None:
                 self._pending = window
                 continue
-            while self._postponed:  # the scope's last sets: those add_vacuous put off
-                h = self._postponed.popleft()
-                if h not in self._tried:
-                    return h
+            self._scope_exhausted = True
+            last = self._scope_tail()
+            if last is not None:
+                return last
             self._scope = next(self._scopes, None)
+            self._scope_exhausted = False
+
+    def _scope_tail(self) -> frozenset[Fault] | None:
+        """The scope's last sets, once the solver has none left: those that
+        silence the protocol (preference()), then those add_vacuous put off
+        (a silencing set a vacuous run has since blamed goes with them)."""
+        while self._silenced:
+            h = self._silenced.popleft()
+            if any(v <= h for v in self._vacuous):
+                self._postponed.append(h)
+            elif h not in self._tried:
+                return h
+        while self._postponed:
+            h = self._postponed.popleft()
+            if h not in self._tried:
+                return h
+        return None
 
     def _next_window(self) -> Iterator[frozenset[Fault]] | None:
         """The scope's next window of count vectors' sets, merged by

@@ -82,40 +82,48 @@ class Found:
     point_kills: dict[Fault, int] = field(default_factory=dict)
     root_places: dict[Hashable, list[float]] = field(default_factory=dict)
     root_point_kills: dict[Fault, int] = field(default_factory=dict)
-    roots: int = 0
+    root_count: int = 0
 
     def kills(self, fault: Fault, chains: Iterable[tuple[Hashable, float]],
-              roots: bool = False) -> int:
-        """How many of this support's messages (roots: of its root messages)
-        `fault` kills, placed at these (chain, place)s: those at or after its
-        place on a chain, and those it kills as a point fault."""
-        n = (self.root_point_kills if roots else self.point_kills).get(fault, 0)
+              among_roots: bool = False) -> int:
+        """How many of this support's messages (among_roots: of its first
+        messages) `fault` kills, placed at these (chain, place)s: those at or
+        after its place on a chain, and those it kills as a point fault."""
+        places = self.root_places if among_roots else self.places
+        n = (self.root_point_kills if among_roots else self.point_kills).get(fault, 0)
         for chain, at in chains:
-            places = (self.root_places if roots else self.places).get(chain)
-            if places:
-                n += len(places) - bisect_left(places, at)
+            on_chain = places.get(chain)
+            if on_chain:
+                n += len(on_chain) - bisect_left(on_chain, at)
         return n
 
-    def count(self, copy: _Copy, root: bool) -> None:
-        points, refs = copy
-        self.roots += root
-        for kills, places in ((self.point_kills, self.places),
-                              (self.root_point_kills, self.root_places))[:1 + root]:
-            for f in points:
-                kills[f] = kills.get(f, 0) + 1
-            for chain, at in refs.items():
-                places.setdefault(chain, []).append(at)
+    def add_message(self, copy: _Copy, root: bool) -> None:
+        """Count one message's killers for kills() (sorted by reduce_support)."""
+        _add_killers(copy, self.point_kills, self.places)
+        if root:
+            self.root_count += 1
+            _add_killers(copy, self.root_point_kills, self.root_places)
+
+
+def _add_killers(copy: _Copy, point_kills: dict[Fault, int],
+                 places: dict[Hashable, list[float]]) -> None:
+    points, refs = copy
+    for f in points:
+        point_kills[f] = point_kills.get(f, 0) + 1
+    for chain, at in refs.items():
+        places.setdefault(chain, []).append(at)
 
 
 def roots(support: Support) -> set[MessageId]:
     """The protocol's first messages: those between nodes (neither end a
     client) whose sender had received none such before sending it. Every
     other such message is causally after one of them, so a fault set that
-    kills them all leaves the protocol nothing to do."""
+    kills them all leaves the protocol nothing to do. (A message read in
+    pieces counts as heard at its last needed read: MessageFacts.)"""
     def core(m: MessageFacts) -> bool:
         return m.src not in support.clients and m.dst not in support.clients
 
-    first_heard: dict[str, int] = {}  # node -> sends it had made when it first heard one
+    first_heard: dict[str, int] = {}  # node -> its sends before it first heard one
     for m in filter(core, support.messages):
         first_heard[m.dst] = min(m.recv_sends_before, first_heard.get(m.dst, m.recv_sends_before))
     return {m.id for m in filter(core, support.messages)
@@ -139,7 +147,7 @@ def reduce_support(support: Support, models: Sequence[FaultModel], include_clien
     for group in support.groups:
         copies = [_killers(m, models, view, admits, found, logical_keys) for m in group]
         for m, copy in zip(group, copies, strict=True):
-            found.count(copy, m.id in first)
+            found.add_message(copy, m.id in first)
         if len(copies) > 1 and max_faults == 1:
             copies = [_common(copies)]
         if any(not points and not refs for points, refs in copies):
