@@ -158,7 +158,8 @@ def write_markdown(rows: list[dict], args: argparse.Namespace) -> None:
         f"least {args.large_factor}x more. exhaustive: run when its space is at most "
         f"{args.exhaustive_limit} fault sets, else the space's size. Where no bug is "
         "expected, random is not sampled: like exhaustive it certifies only by running every "
-        "set of the space (at least the space ldfi ended with). Molly: executions to find "
+        "set of the space (the table gives the size of the space ldfi ended with; random's "
+        "own grows with its runs much as ldfi's does). Molly: executions to find "
         "the bug with LDFI / random, SIGMOD 2015.", "",
         "`ldfi` is the default order (largest fault sets first); `smallest first` is the same",
         "search in Molly's order (`ldfi run --order smallest`).", "",
