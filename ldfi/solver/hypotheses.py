@@ -407,7 +407,7 @@ class Hypotheses:
             for h in self._pending:
                 if h in self._tried:
                     continue
-                if any(v <= h for v in self._vacuous):
+                if self._blamed(h):
                     self._postponed.append(h)
                 elif not self._silencers.isdisjoint(h):
                     self._silenced.append(h)
@@ -426,13 +426,17 @@ class Hypotheses:
             self._scope = next(self._scopes, None)
             self._scope_exhausted = False
 
+    def _blamed(self, h: frozenset[Fault]) -> bool:
+        """Does `h` hold what a vacuous run was blamed on (add_vacuous)?"""
+        return any(v <= h for v in self._vacuous)
+
     def _scope_tail(self) -> frozenset[Fault] | None:
         """The scope's last sets, once the solver has none left: those that
         silence the protocol (preference()), then those add_vacuous put off
         (a silencing set a vacuous run has since blamed goes with them)."""
         while self._silenced:
             h = self._silenced.popleft()
-            if any(v <= h for v in self._vacuous):
+            if self._blamed(h):
                 self._postponed.append(h)
             elif h not in self._tried:
                 return h

@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ldfi.faults import Fault, FaultModel, MessageFacts
+from ldfi.faults import Fault, FaultModel
 from ldfi.lineage import Support
 from ldfi.trace.model import MessageId
 
@@ -120,14 +120,12 @@ def roots(support: Support) -> set[MessageId]:
     other such message is causally after one of them, so a fault set that
     kills them all leaves the protocol nothing to do. (A message read in
     pieces counts as heard at its last needed read: MessageFacts.)"""
-    def core(m: MessageFacts) -> bool:
-        return m.src not in support.clients and m.dst not in support.clients
-
+    clients = support.clients
+    core = [m for m in support.messages if m.src not in clients and m.dst not in clients]
     first_heard: dict[str, int] = {}  # node -> its sends before it first heard one
-    for m in filter(core, support.messages):
+    for m in core:
         first_heard[m.dst] = min(m.recv_sends_before, first_heard.get(m.dst, m.recv_sends_before))
-    return {m.id for m in filter(core, support.messages)
-            if m.send_index < first_heard.get(m.src, m.send_index + 1)}
+    return {m.id for m in core if m.send_index < first_heard.get(m.src, m.send_index + 1)}
 
 
 _Copy = tuple[list[Fault], dict[Hashable, float]]  # point killers; chain -> its place on it
