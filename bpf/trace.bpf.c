@@ -346,6 +346,14 @@ static __always_inline int read_user_sa(u8 *sa, u64 uaddr, u64 maxlen)
     return 0;
 }
 
+/* Payloads up to this size are read into the stack, then copied into the
+ * record. bpf_probe_read_user's hardened-usercopy check of its destination
+ * is a few compares for a stack address, but a virt_addr_valid() walk for
+ * the ring buffer's vmalloc'ed pages: ~60 ns per record here. */
+#ifndef STACK_COPY_MAX
+#define STACK_COPY_MAX 128
+#endif
+
 /* copy min(len, PAYLOAD_N) user bytes; returns bytes copied, sets *err */
 static __always_inline u32 read_payload(u8 *dst, u64 src, u64 len, u8 *err)
 {
@@ -354,10 +362,19 @@ static __always_inline u32 read_payload(u8 *dst, u64 src, u64 len, u8 *err)
         return 0;
     if (len > PAYLOAD_N)
         len = PAYLOAD_N;
+#if PAYLOAD_N <= STACK_COPY_MAX
+    u8 buf[PAYLOAD_N];
+    if (bpf_probe_read_user(buf, len, (void *)src) != 0) {
+        *err = 1;
+        return 0;
+    }
+    __builtin_memcpy(dst, buf, PAYLOAD_N);  /* bytes past len: never read (cap) */
+#else
     if (bpf_probe_read_user(dst, len, (void *)src) != 0) {
         *err = 1;
         return 0;
     }
+#endif
     return len;
 #else
     return 0;
@@ -532,12 +549,12 @@ static __always_inline void fill_common(struct ev_sock *e, struct stash *st, s64
                                         u64 task)
 {
     fill_hdr_task(&e->h, EV_SOCK, cg, task);
-    e->ts_enter = st->ts ? st->ts : e->h.ts;  /* 0: recorded at exit only */
+    e->ts_enter = st->ts ? st->ts : e->h.ts;  /* st->ts 0: recorded at exit only */
     e->ret = ret;
     e->count = st->count;
     e->fd = st->fd;
     e->sys = st->sys;
-    e->flags = 0;
+    e->flags = st->ts ? 0 : F_NO_ENTRY;
     e->msg_flags = st->msg_flags;
     e->msg_idx = 0;
     e->cap = 0;
@@ -710,26 +727,41 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 /* ------------------------------------------------------ syscall tracepoints */
 
 /* Calls recorded at exit only: receives, accept, socket, bind, listen,
- * shutdown. Nothing of them needs the moment they start (sends keep their
- * entry program: fault triggers act before the data leaves, and the engine
- * finds a faulted send by its entry time), and their arguments are still in
- * the task's saved user registers when they return. Skipping the entry
- * tracepoint saves its program and its perf-event path, ~200 ns per call
- * here (docs/performance.md). The record's ts_enter is its exit time. */
+ * shutdown, and sends while no fault trigger is armed. Nothing of them needs
+ * the moment they start, and their arguments are still in the task's saved
+ * user registers when they return. Skipping the entry tracepoint saves its
+ * program and its perf-event path, ~200 ns per call here
+ * (docs/performance.md). The record's ts_enter is its exit time (F_NO_ENTRY).
+ *
+ * Sends have entry programs too, attached only while a run arms fault
+ * triggers (tracer/program.py, send_entries): a trigger must act before the
+ * data leaves, and the engine finds the send a fault hit by its entry time.
+ * Their exit programs take either path, by whether the entry ran. */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
-/* declares task, ret, st and regs; returns at once for a thread out of scope */
-#define EXIT_ONLY_PROLOGUE \
+/* declares task, ret and st; returns at once for a thread out of scope */
+#define SCOPED_EXIT_PROLOGUE \
     u64 task = CURRENT_TASK(); \
     s64 ret = args->ret; \
     struct stash *st = scoped_stash(task); \
     if (!st) \
-        return 0; \
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)task)
+        return 0
+#define USER_REGS() ((u64)bpf_task_pt_regs((struct task_struct *)task))
+/* ... and regs, the saved user registers */
+#define EXIT_ONLY_PROLOGUE \
+    SCOPED_EXIT_PROLOGUE; \
+    u64 regs = USER_REGS()
+/* a send's exit: its entry ran (faults armed) or the call is recorded here alone */
+#define SEND_EXIT_PROLOGUE(call) \
+    SCOPED_EXIT_PROLOGUE; \
+    if (st->sys == call) \
+        return exit_stash(st, task, ret, call); \
+    u64 regs = USER_REGS()
 
 static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const u16 sys,
-                                     s64 fd, u64 buf, u64 count, u64 uaddr, u32 msg_flags)
+                                     s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
+                                     u32 msg_flags, const int mode)
 {
-    if (!stash_args(st, task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE))
+    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode))
         return 0;
     st->ts = 0;
     st->fhits = st->fdrop = 0;
@@ -737,23 +769,27 @@ static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const 
     return exit_stash(st, task, ret, sys);
 }
 
+/* receives and the calls that are not sends */
+#define EXIT_ONLY(sys, fd, buf, count, uaddr, msg_flags) \
+    exit_only(st, task, ret, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE)
+
 TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
     EXIT_ONLY_PROLOGUE;
     s32 family = REG(regs, 0);
     if (family != L_AF_INET && family != L_AF_INET6)
         return 0;
-    return exit_only(st, task, ret, SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
+    return EXIT_ONLY(SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
                      (s32)REG(regs, 2));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
+    return EXIT_ONLY(SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_listen) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
+    return EXIT_ONLY(SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
@@ -763,71 +799,91 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return do_exit_ev(args->ret, SYS_
 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
+    return EXIT_ONLY(SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
+    return EXIT_ONLY(SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_read) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
+    return EXIT_ONLY(SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
     return enter(SYS_WRITE, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return do_exit_ev(args->ret, SYS_WRITE); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) {
+    SEND_EXIT_PROLOGUE(SYS_WRITE);
+    return exit_only(st, task, ret, SYS_WRITE, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
+                     0, 0, 0, MODE_BUF);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
+    return EXIT_ONLY(SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
     return enter(SYS_WRITEV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_IOV);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return do_exit_ev(args->ret, SYS_WRITEV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) {
+    SEND_EXIT_PROLOGUE(SYS_WRITEV);
+    return exit_only(st, task, ret, SYS_WRITEV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
+                     0, 0, 0, MODE_IOV);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     return enter(SYS_SENDTO, args->fd, (u64)args->buff, args->len, (u64)args->addr,
                  args->addr_len, args->flags, MODE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return do_exit_ev(args->ret, SYS_SENDTO); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) {
+    SEND_EXIT_PROLOGUE(SYS_SENDTO);
+    return exit_only(st, task, ret, SYS_SENDTO, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
+                     REG(regs, 4), (s32)REG(regs, 5), (u32)REG(regs, 3), MODE_BUF);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return enter(SYS_SENDMSG, args->fd, (u64)args->msg, 0, 0, 0, args->flags, MODE_MSG);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return do_exit_ev(args->ret, SYS_SENDMSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) {
+    SEND_EXIT_PROLOGUE(SYS_SENDMSG);
+    return exit_only(st, task, ret, SYS_SENDMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0, 0,
+                     (u32)REG(regs, 2), MODE_MSG);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
     return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
+    SEND_EXIT_PROLOGUE(SYS_SENDMMSG);
+    return exit_only(st, task, ret, SYS_SENDMMSG, (s32)REG(regs, 0), REG(regs, 1),
+                     (u32)REG(regs, 2), 0, 0, (u32)REG(regs, 3), MODE_NONE);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1),
+    return EXIT_ONLY(SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1),
                      REG(regs, 2), REG(regs, 4), (u32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0,
+    return EXIT_ONLY(SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0,
                      (u32)REG(regs, 2));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1),
+    return EXIT_ONLY(SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1),
                      (u32)REG(regs, 2), 0, (u32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) {
     EXIT_ONLY_PROLOGUE;
-    return exit_only(st, task, ret, SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
+    return EXIT_ONLY(SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
 }
 
 /* close: emitted at entry, while the fd and the sock still exist (after a

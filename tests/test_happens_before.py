@@ -43,7 +43,8 @@ class Run:
         self.t += 1000
         pid = tid if pid is None else pid
         seq = len(self.events)
-        self.events.append(Event(seq=seq, kind=kind, ts=self.t, ts_enter=self.t - 500,
+        ts_enter = self.t if kw.get("exit_only") else self.t - 500
+        self.events.append(Event(seq=seq, kind=kind, ts=self.t, ts_enter=ts_enter,
                                  pid=pid + self.off, tid=tid + self.off, comm="p", node=node,
                                  **kw))  # type: ignore[arg-type]
         return seq
@@ -63,11 +64,13 @@ class Run:
                         child_tid=child + self.off, is_thread=thread)
 
     def udp_send(self, node: str, tid: int, lport: int, dst: str, dport: int, data: bytes, *,
-                 sk: int = 0xC0, syscall: str = "sendto") -> int:
+                 sk: int = 0xC0, syscall: str = "sendto", exit_only: bool = False,
+                 msg_idx: int = 0) -> int:
         return self.add(node, tid, syscall=syscall, proto="udp", family=4, fd=5 + self.off,
                         sk=sk + self.off, laddr="0.0.0.0", lport=lport + self.off,
                         raddr=ADDR[dst], rport=dport + self.off, ret=len(data),
-                        count=len(data), payload=data, raddr_from_arg=True)
+                        count=len(data), payload=data, raddr_from_arg=True,
+                        exit_only=exit_only, msg_idx=msg_idx)
 
     def udp_recv(self, node: str, tid: int, lport: int, src: str, sport: int, data: bytes, *,
                  laddr: str = "0.0.0.0", count: int = 2048) -> int:
@@ -387,6 +390,38 @@ def test_udp_ping_pong_with_duplicate_and_drop() -> None:
     assert not trace.message("client->server:udp0#2").delivered
     assert trace.message("client->server:udp0#2").send_seq == lost
     assert ping1.byte_start is None
+
+
+def test_udp_send_recorded_at_exit_after_its_receive() -> None:
+    """A send recorded at exit alone (no fault trigger armed) may be emitted
+    after the receive of its datagram returned (loopback delivers inside
+    sendto). It began no later than its thread's previous record: a receive
+    after that can be its datagram's, a receive before it cannot."""
+    run = Run()
+    run.add("client", 10, syscall="bind", proto="udp", ret=0)
+    got = run.udp_recv("server", 20, 7000, "client", 5000, b"a")
+    sent = run.udp_send("client", 10, 5000, "server", 7000, b"a", exit_only=True)
+    early = run.udp_recv("server", 20, 7000, "client", 5000, b"b")  # not from this client
+    run.add("client", 10, syscall="bind", proto="udp", ret=0)
+    late = run.udp_send("client", 10, 5000, "server", 7000, b"b", exit_only=True)
+    trace = run.trace()
+    assert received(trace) == {"client->server:udp0#0": (got,), "client->server:udp0#1": ()}
+    assert kinds(trace, "message") == {(sent, got)}
+    assert trace.message("client->server:udp0#1").send_seq == late
+    assert early not in {s for m in trace.messages for s in m.recv_seqs}
+
+
+def test_udp_sendmmsg_recorded_at_exit_after_its_receives() -> None:
+    """The messages of one sendmmsg are all recorded at its exit, after the
+    receives of the first ones may have returned: each began no later than
+    the thread's record before the call, not before the call's message 0."""
+    run = Run()
+    run.add("client", 10, syscall="bind", proto="udp", ret=0)
+    got = [run.udp_recv("server", 20, 7000, "client", 5000, b"m%d" % i) for i in range(3)]
+    sent = [run.udp_send("client", 10, 5000, "server", 7000, b"m%d" % i, syscall="sendmmsg",
+                         exit_only=True, msg_idx=i) for i in range(3)]
+    trace = run.trace()
+    assert kinds(trace, "message") == set(zip(sent, got, strict=True))
 
 
 def test_udp_receiver_bound_to_wildcard_and_own_address() -> None:

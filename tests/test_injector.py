@@ -102,6 +102,12 @@ def delivered(traced: TracedRun, node: str) -> list[str]:
     return [str(m.id) for m in traced.trace.messages if m.src == node and m.delivered]
 
 
+def sender_sends(traced: TracedRun) -> list:
+    found = [e for e in traced.trace.events if e.node == "sender" and e.is_send]
+    assert found
+    return found
+
+
 def only_report(traced: TracedRun):
     assert len(traced.trace.faults) == 1
     return traced.trace.faults[0]
@@ -118,6 +124,9 @@ def test_omission_drops_exactly_datagram_k(program, tmp_path):
     report = only_report(traced)
     assert report.fired and report.packets_dropped == 1
     assert report.message == "sender->receiver:udp0#2"
+    # a send trigger runs in the sends' entry programs: attached for this run
+    assert program.send_entries_attached
+    assert all(not e.exit_only and e.ts_enter < e.ts for e in sender_sends(traced))
     assert delivered(traced, "sender") == [f"sender->receiver:udp0#{i}" for i in (0, 1, 3, 4, 5)]
     # the fault is in the trace, in the sender's program order
     fault_events = [e for e in traced.trace.events if e.kind == FAULT]
@@ -196,6 +205,9 @@ def test_partition_that_heals_lets_tcp_recover(program, tmp_path):
     assert received == [f"m{i}" for i in range(8)]  # late, but all of it
     report = only_report(traced)
     assert report.fired and report.healed and report.packets_dropped >= 1
+    # no send trigger: sends are recorded at exit alone, as in a run without faults
+    assert not program.send_entries_attached
+    assert all(e.exit_only and e.ts_enter == e.ts for e in sender_sends(traced))
 
 
 def test_partition_leaves_host_loopback_alone(program, tmp_path):

@@ -96,6 +96,7 @@ class Decoder:
         if flags & H["F_SEQ"]:
             e.seq_w, e.seq_r = seq_w, seq_r
         e.raddr_from_arg = bool(flags & H["F_RADDR_ARG"])
+        e.exit_only = bool(flags & H["F_NO_ENTRY"])
         if cap:
             start = H["EV_SOCK_SIZE_BASE"]
             e.payload = bytes(record[start:start + cap])

@@ -106,6 +106,11 @@ class Injector:
         self._paused: dict[str, int] = {}  # node -> slot of the Stop that paused it
         self._lock = threading.Lock()
 
+    @property
+    def needs_send_entries(self) -> bool:
+        """Send triggers fire in the sends' entry programs (bpf/faults.bpf.c)."""
+        return any(isinstance(p.trigger, SendTrigger) for p in self.plan)
+
     # -- RunObserver ------------------------------------------------------
 
     def sandbox_ready(self, sandbox: Any) -> None:
@@ -114,13 +119,19 @@ class Injector:
         self._addresses = {n: _ip(a) for n, a in sandbox.addresses.items()}
         for planned in self.plan:
             self._check_nodes(planned)
-        self._clear()
-        for slot, planned in enumerate(self.plan):
-            self._write(slot, planned)
-        tc = self.program.tc_function()
-        for name in self._addresses:
-            self._attach(sandbox.netlink(name), tc)
-        self._set_armed(True)
+        try:
+            self._clear()
+            for slot, planned in enumerate(self.plan):
+                self._write(slot, planned)
+            tc = self.program.tc_function()
+            for name in self._addresses:
+                self._attach(sandbox.netlink(name), tc)
+            if self.needs_send_entries:
+                self.program.send_entries(True)  # left attached: see TraceProgram.record
+            self._set_armed(True)
+        except BaseException:
+            self._disarm()  # the runner calls run_finished only after a sandbox_ready that returned
+            raise
         self._watcher = threading.Thread(target=self._watch, name="ldfi-faults", daemon=True)
         self._watcher.start()
 

@@ -41,6 +41,11 @@ DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
 FILL_RATE = 320e6
 _BPF_RB_NO_WAKEUP = 1
 _BPF_PSEUDO_KFUNC_CALL = 2
+# Loaded with the rest but attached only while a run arms fault triggers
+# (send_entries): without them a send is recorded at its exit alone, one
+# tracepoint hit instead of two (bpf/trace.bpf.c, "Calls recorded at exit only").
+SEND_ENTRIES = tuple(f"syscalls:sys_enter_{call}".encode()
+                     for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg"))
 
 
 def record_size(payload_bytes: int) -> int:
@@ -79,6 +84,7 @@ class TraceProgram:
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
+        self.send_entries_attached = False
 
     def close(self) -> None:
         """Detach and unload every program and map (they also go when the
@@ -101,15 +107,44 @@ class TraceProgram:
                 self._tc = self.bpf.load_func(b"fault_tc", BPF.SCHED_CLS)
         return self._tc
 
+    def send_entries(self, attached: bool) -> None:
+        """Attach (or detach) the sends' entry programs. Fault triggers run
+        there, before the data leaves, and a send recorded with them has its
+        true entry time; the injector attaches them for runs that arm a send
+        trigger. Other runs record sends at exit, which costs less."""
+        if attached == self.send_entries_attached:
+            return
+        if not attached:
+            self.send_entries_attached = False
+            for tp in SEND_ENTRIES:
+                self.bpf.detach_tracepoint(tp)
+            return
+        done = []
+        try:
+            for tp in SEND_ENTRIES:
+                self.bpf.attach_tracepoint(tp=tp, fn_name=_tracepoint_function(tp))
+                done.append(tp)
+        except Exception:  # bcc raises bare Exception: leave none attached
+            for tp in done:
+                self.bpf.detach_tracepoint(tp)
+            raise
+        self.send_entries_attached = True
+
     def counters(self) -> dict[str, int]:
         table = self.bpf[b"counters"]
         return {name: sum(table[ct.c_int(i)]) for i, name in enumerate(COUNTERS)}
 
-    def record(self, nodes: Mapping[int, str]) -> Recording:
-        """Start recording the tasks of these cgroups (id -> node name)."""
+    def record(self, nodes: Mapping[int, str], send_entries: bool = False) -> Recording:
+        """Start recording the tasks of these cgroups (id -> node name).
+        `send_entries`: the run will arm send triggers (see send_entries()).
+        They are attached or detached here, before the run's nodes start, and
+        left so after it: detaching waits for RCU grace periods (tens of ms),
+        and a fault run's end is no place for a delay (a node that a fault
+        silenced would be heard again once the faults are disarmed)."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this TraceProgram is already recording a run")
         try:
+            self.send_entries(send_entries)
             return Recording(self, nodes)
         except BaseException:
             self._forget(nodes)
@@ -232,7 +267,9 @@ def _bpf_class() -> type:
                 for prefix, fn in loaded:
                     event = fn.name[len(prefix):]
                     if prefix == b"tracepoint__":
-                        self.attach_tracepoint(tp=event.replace(b"__", b":"), fn_name=fn.name)
+                        tp = event.replace(b"__", b":")
+                        if tp not in SEND_ENTRIES:  # see TraceProgram.send_entries
+                            self.attach_tracepoint(tp=tp, fn_name=fn.name)
                     else:
                         self.attach_raw_tracepoint(tp=event, fn_name=fn.name)
             except Exception:
@@ -240,6 +277,11 @@ def _bpf_class() -> type:
                 raise
 
     return KfuncBPF
+
+
+def _tracepoint_function(tp: bytes) -> bytes:
+    """bcc's name for TRACEPOINT_PROBE(category, event)'s function."""
+    return b"tracepoint__" + tp.replace(b":", b"__")
 
 
 _INCLUDE_BPF_C = re.compile(r'^#include "(\w+\.bpf\.c)"$', re.M)

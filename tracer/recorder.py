@@ -13,8 +13,9 @@ from tracer.program import RecordedRun, Recording, TraceProgram
 
 
 class TraceRecorder:
-    def __init__(self, program: TraceProgram) -> None:
+    def __init__(self, program: TraceProgram, send_entries: bool = False) -> None:
         self.program = program
+        self.send_entries = send_entries  # see TraceProgram.record
         self._recording: Recording | None = None
         self.recorded: RecordedRun | None = None
         self.addresses: dict[str, str] = {}
@@ -24,7 +25,8 @@ class TraceRecorder:
     def sandbox_ready(self, sandbox: Any) -> None:
         self.cgroups = sandbox.cgroup_ids()
         self.addresses = dict(sandbox.addresses)
-        self._recording = self.program.record({cid: name for name, cid in self.cgroups.items()})
+        self._recording = self.program.record({cid: name for name, cid in self.cgroups.items()},
+                                              send_entries=self.send_entries)
 
     def workload_started(self, sandbox: Any) -> None:
         self.workload_started_ns = time.monotonic_ns()  # same clock as bpf_ktime_get_ns

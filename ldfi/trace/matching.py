@@ -101,15 +101,33 @@ def match(events: Iterable[Event], topology: Topology) -> MatchResult:
     resolver = Resolver(topology)
     tcp: list[Event] = []
     udp: list[Event] = []
+    began: dict[int, int] = {}  # UDP send seq -> when it began, at the latest
+    last_ts: dict[int, int] = {}  # tid -> ts of its latest record so far
+    before_call: dict[int, int] = {}  # tid -> ts of its last record before the current call
     for e in sorted(events, key=lambda ev: ev.seq):
+        if e.msg_idx == 0:  # a new call (an mmsg call's messages share one start)
+            before_call[e.tid] = last_ts.get(e.tid, 0)
         if e.proto == "tcp":
             tcp.append(e)
         elif e.proto == "udp" and (e.is_send or e.is_recv):
             udp.append(e)
+            if e.is_send:
+                began[e.seq] = _began(e, before_call.get(e.tid, 0))
+        if e.tid:
+            last_ts[e.tid] = e.ts
     sends, connects = _match_tcp(tcp, resolver)
-    sends += _match_udp(udp, resolver)
+    sends += _match_udp(udp, resolver, began)
     sends.sort(key=lambda s: s.event.seq)
     return MatchResult(sends, connects)
+
+
+def _began(send: Event, thread_before: int) -> int:
+    """A moment no later than the send's start: its entry time, or, for a send
+    recorded at exit alone, its thread's previous record (`thread_before`),
+    since that call had ended when this one began. UDP matching asks whether
+    a send had begun before a receive returned (on loopback a datagram can be
+    received before sendto returns); an earlier bound keeps every true match."""
+    return thread_before if send.exit_only else send.ts_enter
 
 
 # ---------------------------------------------------------------- TCP ----
@@ -367,7 +385,8 @@ def _match_tcp(events: list[Event], resolver: Resolver
 
 # ---------------------------------------------------------------- UDP ----
 
-def _match_udp(events: list[Event], resolver: Resolver) -> list[SendMatch]:
+def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int]
+               ) -> list[SendMatch]:
     flows: dict[tuple[str, int, str, int], list[SendMatch]] = defaultdict(list)
     first_send: dict[tuple[str, str, int, int], int] = {}
     recvs: dict[tuple[str, int, str, int], list[Event]] = defaultdict(list)
@@ -386,11 +405,11 @@ def _match_udp(events: list[Event], resolver: Resolver) -> list[SendMatch]:
         else:
             recvs[(resolver.node(e.raddr, own), e.rport, own, e.lport)].append(e)
     for key, rs in recvs.items():
-        _fifo(flows.get(key, []), rs)
+        _fifo(flows.get(key, []), rs, began)
     return out
 
 
-def _fifo(sends: list[SendMatch], recvs: list[Event]) -> None:
+def _fifo(sends: list[SendMatch], recvs: list[Event], began: dict[int, int]) -> None:
     """Each receive takes the oldest unmatched send of the same content that had
     begun before the receive returned."""
     queues: dict[tuple[bytes, int], deque[SendMatch]] = defaultdict(deque)
@@ -400,31 +419,31 @@ def _fifo(sends: list[SendMatch], recvs: list[Event]) -> None:
         q = queues.get((r.payload, r.ret))
         while q and q[0].recvs:  # taken by the truncation fallback below
             q.popleft()
-        if q and q[0].event.ts_enter <= r.ts:
+        if q and began[q[0].event.seq] <= r.ts:
             q.popleft().recvs.append(r.seq)
-        elif not _by_prefix(sends, r) and r.ret == r.count:
-            _truncated(sends, r)  # buffer filled: maybe a truncated datagram
+        elif not _by_prefix(sends, r, began) and r.ret == r.count:
+            _truncated(sends, r, began)  # buffer filled: maybe a truncated datagram
 
 
-def _by_prefix(sends: list[SendMatch], r: Event) -> bool:
+def _by_prefix(sends: list[SendMatch], r: Event, began: dict[int, int]) -> bool:
     """A vector call records its first iovecs only (a send: up to four; a
     readv/recvmsg: the first), so one side's payload may be a strict prefix
     of the other's."""
     for m in sends:
         e = m.event
         short, long_ = sorted((e.payload, r.payload), key=len)
-        if (not m.recvs and e.ret == r.ret and e.ts_enter <= r.ts
+        if (not m.recvs and e.ret == r.ret and began[e.seq] <= r.ts
                 and len(short) < len(long_) and long_.startswith(short)):
             m.recvs.append(r.seq)
             return True
     return False
 
 
-def _truncated(sends: list[SendMatch], r: Event) -> None:
+def _truncated(sends: list[SendMatch], r: Event, began: dict[int, int]) -> None:
     n = len(r.payload)
     for m in sends:
         e = m.event
-        if (not m.recvs and e.ret > r.ret and e.ts_enter <= r.ts
+        if (not m.recvs and e.ret > r.ret and began[e.seq] <= r.ts
                 and e.payload[:n] == r.payload[: len(e.payload)]):
             m.recvs.append(r.seq)
             return
