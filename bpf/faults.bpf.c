@@ -170,11 +170,9 @@ static __always_inline int prefix_eq(const u8 *pre, const struct fault_trigger *
 static __always_inline void emit_fault(u32 slot, const struct fault_trigger *t,
                                        const struct fault_state *s, u64 cg)
 {
-    struct ev_fault *e = events.ringbuf_reserve(sizeof(struct ev_fault));
-    if (!e) {
-        cnt_inc(CNT_LOST_RINGBUF);
+    struct ev_fault *e = reserve_record(sizeof(struct ev_fault));
+    if (!e)
         return;
-    }
     fill_hdr(&e->h, EV_FAULT, cg);
     e->sk = s->sk;
     e->ts_enter = s->send_ts;
@@ -182,8 +180,7 @@ static __always_inline void emit_fault(u32 slot, const struct fault_trigger *t,
     e->action = t->action;
     e->seq = s->seq;
     e->nth = t->nth;
-    cnt_inc(CNT_EMITTED);
-    events.ringbuf_submit(e, WAKEUP_FLAGS);
+    submit_record(e);
 }
 
 static __always_inline void fire(u32 slot, const struct fault_trigger *t, struct fault_state *s,

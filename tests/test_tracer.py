@@ -507,6 +507,36 @@ def test_engine_process_is_never_traced(program):
     assert summary(t) == {"self->self:tcp0#0": (11, b"child hello", [("self", "recvfrom", 11)])}
 
 
+def test_one_ring_per_cpu_merged_by_time(program):
+    """Two processes pinned to different CPUs write to their CPUs' rings; the
+    recording merges the rings into one stream in time order, losing nothing."""
+    from bcc.utils import get_possible_cpus
+
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(program.rings) == len(get_possible_cpus())
+    root = cgroup2_root()
+    assert root is not None
+    group = root / f"ldfi-ringtest-{os.getpid()}"
+    group.mkdir()
+    recording = program.record({cgroup_id(group): "pinned"})
+    try:
+        children = [subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec taskset -c {cpu} '
+                         f'{sys.executable} -S {TNODE_PY} loopback-pair "hello from {cpu}"'])
+            for cpu in (cpus[0], cpus[-1])]
+        assert [c.wait(timeout=20) for c in children] == [0, 0]
+    finally:
+        recorded = recording.stop()
+        group.rmdir()
+    assert recorded.lost_events == 0
+    stamps = [e.ts for e in recorded.events]
+    assert stamps == sorted(stamps) and len(stamps) > 10
+    by_cpu = {f"hello from {cpu}".encode() for cpu in (cpus[0], cpus[-1])}
+    assert by_cpu <= {e.payload for e in recorded.events}
+    used = [n for n in recorded.ring_bytes if n]
+    assert len(used) == min(2, len(cpus)), recorded.ring_bytes
+
+
 def test_non_socket_fds_make_no_socket_events(program, tmp_path):
     run = traced(program, tmp_path, "files", SERVER, f"{TNODE} client-files {{server}} 7000 {{workdir}}")
     t = run.trace

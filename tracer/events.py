@@ -25,7 +25,7 @@ MSG_PEEK = 0x2
 
 @dataclass(slots=True)
 class Event:
-    seq: int  # position in the trace (emission order, per run)
+    seq: int  # position in the trace (by record time: the per-CPU rings merged)
     kind: str
     ts: int  # ns, at syscall exit (emission)
     pid: int  # tgid

@@ -15,6 +15,7 @@ tracer/ringbuf.py), and takes the ids out again at the end.
 from __future__ import annotations
 
 import ctypes as ct
+import mmap
 import os
 import re
 import threading
@@ -28,7 +29,7 @@ from tracer import btf
 from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
 from tracer.kernel import quiet_stderr
-from tracer.ringbuf import RingReader, SpanBuffer, split_records
+from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 # The reader sleeps up to DRAIN_MAX between drains (each wake-up takes CPU
@@ -40,6 +41,8 @@ COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
 FILL_RATE = 320e6
 _BPF_RB_NO_WAKEUP = 1
+_BPF_MAP_TYPE_RINGBUF = 27
+RING_MIN_PAGES = 256  # 1 MiB: the smallest ring a CPU gets
 _BPF_PSEUDO_KFUNC_CALL = 2
 # Loaded with the rest but attached only while a run arms fault triggers
 # (send_entries): without them a send is recorded at its exit alone, one
@@ -63,6 +66,7 @@ class RecordedRun:
     lost_events: int  # events not recorded: ring buffer full, stash full, mmsg past MMSG_MAX
     counters: dict[str, int] = field(default_factory=dict)
     reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
+    ring_bytes: list[int] = field(default_factory=list)  # drained from each CPU's ring
 
     @property
     def complete(self) -> bool:
@@ -70,27 +74,64 @@ class RecordedRun:
 
 
 class TraceProgram:
+    """`ringbuf_pages`: the pages of all ring buffers together (one per CPU,
+    each a power of two of at least RING_MIN_PAGES)."""
+
     def __init__(self, payload_bytes: int = 64, ringbuf_pages: int = 4096) -> None:
         if not 0 <= payload_bytes <= 4096:
             raise ValueError("payload_bytes must be between 0 and 4096")
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         self.payload_bytes = payload_bytes
+        _require_bcc()
+        from bcc.utils import get_possible_cpus
+
+        nr_rings = len(get_possible_cpus())
+        ring_pages = max(RING_MIN_PAGES, ringbuf_pages >> (nr_rings - 1).bit_length())
         started = time.perf_counter()
-        self.bpf, self.typed_loads = _compile(payload_bytes, ringbuf_pages)
+        self.bpf, self.typed_loads = _compile(payload_bytes, ring_pages, nr_rings)
         self.load_seconds = time.perf_counter() - started
-        self.ring = RingReader(self.bpf[b"events"].map_fd, ringbuf_pages,
-                               record_size(payload_bytes))
+        self._ring_fds: list[int] = []  # the rings of CPUs 1.. (CPU 0's is the map `events`)
+        try:
+            fds = [self.bpf[b"events"].map_fd, *self._more_rings(nr_rings - 1, ring_pages)]
+        except BaseException:
+            self.close()
+            raise
+        self.rings = [RingReader(fd, ring_pages, record_size(payload_bytes)) for fd in fds]
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
         self.send_entries_attached = False
 
+    def _more_rings(self, count: int, pages: int) -> list[int]:
+        """Create `count` ring buffers like `events` and put them in `rings`
+        (bpf/trace.bpf.c picks a CPU's ring there)."""
+        from bcc import lib
+
+        lib.bcc_create_map.restype = ct.c_int
+        lib.bcc_create_map.argtypes = [ct.c_int, ct.c_char_p] + [ct.c_int] * 4
+        for cpu in range(1, count + 1):
+            fd = lib.bcc_create_map(_BPF_MAP_TYPE_RINGBUF, f"events_{cpu}".encode(), 0, 0,
+                                    pages * mmap.PAGESIZE, 0)
+            if fd < 0:
+                raise TracerUnavailable(f"cannot create ring buffer {cpu} ({os.strerror(-fd)}): "
+                                        "'ldfi doctor' shows what is missing")
+            self._ring_fds.append(fd)
+        rings = self.bpf[b"rings"] if count else None
+        for cpu, fd in enumerate([self.bpf[b"events"].map_fd, *self._ring_fds]):
+            if rings is not None:
+                rings[ct.c_int(cpu)] = ct.c_int(fd)
+        return list(self._ring_fds)
+
     def close(self) -> None:
         """Detach and unload every program and map (they also go when the
         process exits, however it exits)."""
-        self.ring.close()
+        for ring in getattr(self, "rings", []):
+            ring.close()
         self.bpf.cleanup()
+        for fd in self._ring_fds:
+            os.close(fd)
+        self._ring_fds.clear()
 
     def __enter__(self) -> TraceProgram:
         return self
@@ -176,14 +217,17 @@ class TraceProgram:
         self._busy.release()
 
 
-def _compile(payload_bytes: int, ringbuf_pages: int) -> tuple[Any, bool]:
-    """(bcc.BPF, whether its kernel reads are typed loads rather than helper calls)"""
+def _require_bcc() -> None:
     try:
         import bcc  # noqa: F401  (only whether it imports)
     except ImportError as err:
         raise TracerUnavailable(
             f"bcc is not importable ({err}): run 'make setup' (Debian's python3-bpfcc)"
         ) from None
+
+
+def _compile(payload_bytes: int, ringbuf_pages: int, nr_rings: int) -> tuple[Any, bool]:
+    """(bcc.BPF, whether its kernel reads are typed loads rather than helper calls)"""
     try:
         types = btf.BTF()
         offsets = btf.offsets(types)
@@ -195,6 +239,7 @@ def _compile(payload_bytes: int, ringbuf_pages: int) -> tuple[Any, bool]:
         ) from None
     cflags = [*btf.cflags(offsets), *btf.cflags(kernel), f"-I{BPF_DIR}",
               f"-DPAYLOAD_N={payload_bytes}", f"-DRINGBUF_PAGES={ringbuf_pages}",
+              f"-DNR_RINGS={nr_rings}",
               f"-DSELF_TGID={os.getpid()}", f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
     source = program_source().encode()
     bpf_class = _bpf_class()
@@ -304,15 +349,16 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
 
 class Recording:
     """One run's recording: a thread copies committed spans out of the ring
-    buffer every 5-50 ms (so it cannot fill up); splitting and decoding the
-    records waits until stop()."""
+    buffers every 5-50 ms (so they cannot fill up); splitting, merging and
+    decoding the records waits until stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
         self.program = program
         self.nodes = dict(nodes)
         self._stopping = threading.Event()
-        program.ring.drain(None)  # a previous run's stragglers go nowhere
-        self._spans = SpanBuffer()
+        for ring in program.rings:
+            ring.drain(None)  # a previous run's stragglers go nowhere
+        self._spans = [SpanBuffer() for _ in program.rings]
         self._reader_cpu = 0.0
         self._before = program.counters()
         program._scope(self.nodes, traced=True)
@@ -321,10 +367,11 @@ class Recording:
 
     def _consume(self) -> None:
         started = time.thread_time()
-        ring, wait = self.program.ring, DRAIN_MIN
-        longest = min(DRAIN_MAX, max(DRAIN_MIN, ring.size / FILL_RATE))
+        rings, wait = list(zip(self.program.rings, self._spans, strict=True)), DRAIN_MIN
+        size = self.program.rings[0].size
+        longest = min(DRAIN_MAX, max(DRAIN_MIN, size / FILL_RATE))
         while not self._stopping.wait(wait):
-            busy = ring.drain(self._spans) > ring.size // 8
+            busy = max(ring.drain(spans) for ring, spans in rings) > size // 8
             wait = DRAIN_MIN if busy else min(wait * 2, longest)
         self._reader_cpu = time.thread_time() - started
 
@@ -332,11 +379,11 @@ class Recording:
         """Drain until the reader has caught up with the producer; a record
         still being written when we stop would otherwise hold back everything
         after it. Returns 1 if it never caught up (at least one record lost)."""
-        ring = self.program.ring
         give_up = time.monotonic() + deadline
         while True:
-            ring.drain(self._spans)
-            if ring.caught_up():
+            for ring, spans in zip(self.program.rings, self._spans, strict=True):
+                ring.drain(spans)
+            if all(ring.caught_up() for ring in self.program.rings):
                 return 0
             if time.monotonic() >= give_up:
                 return 1
@@ -357,10 +404,11 @@ class Recording:
         delta = {name: after[name] - self._before[name] for name in COUNTERS}
         delta["lost_ringbuf"] += behind
         decoder = Decoder(self.nodes)
-        records = split_records([self._spans.read()])
+        ring_bytes = [spans.size for spans in self._spans]
+        records = merge_by_time([split_records([spans.read()]) for spans in self._spans])
         events = [e for e in map(decoder.decode, records) if e is not None]
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
-        return RecordedRun(events, lost, delta, self._reader_cpu)
+        return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes)
 
 
 assert H["CNT_N"] == len(COUNTERS)

@@ -19,6 +19,7 @@ length, with BUSY (not yet submitted) and DISCARD bits.
 from __future__ import annotations
 
 import ctypes as ct
+import heapq
 import mmap
 import os
 import struct
@@ -181,6 +182,20 @@ def _committed_run(words: memoryview, committed: bytes) -> int:
         else:
             hi = mid
     return lo
+
+
+def merge_by_time(rings: list[Iterator[memoryview]]) -> Iterator[memoryview]:
+    """The records of several rings (one per CPU) as one stream, by their
+    time (every record starts with its u64 bpf_ktime_get_ns()). A thread's
+    records keep their order: it takes their times one after another, on
+    whichever CPU it runs."""
+    if len(rings) == 1:
+        return rings[0]
+    return heapq.merge(*rings, key=_record_time)
+
+
+def _record_time(record: memoryview) -> int:
+    return _U64.unpack_from(record, 0)[0]
 
 
 def split_records(spans: list[memoryview]) -> Iterator[memoryview]:
