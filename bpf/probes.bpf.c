@@ -66,6 +66,22 @@ int sock_state(struct tracepoint__sock__inet_sock_set_state *args)
     return 0;
 }
 
+/* sock:sock_send_length / sock_recv_length (raw tracepoints: sk, ret,
+ * flags): where the tracer records read/write/send on sockets. */
+int sock_send(struct bpf_raw_tracepoint_args *ctx)
+{
+    if (is_self())
+        hit(HIT_SOCK_SEND);
+    return 0;
+}
+
+int sock_recv(struct bpf_raw_tracepoint_args *ctx)
+{
+    if (is_self())
+        hit(HIT_SOCK_RECV);
+    return 0;
+}
+
 #ifndef LDFI_NO_RINGBUF
 /* syscalls:sys_enter_getpgid: one record through the ring buffer, carrying a
  * cookie from user space so the reader knows it got this record back. */

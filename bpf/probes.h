@@ -26,7 +26,9 @@ enum probe_hit {
     HIT_KPROBE = 6,
     HIT_FENTRY = 7,
     HIT_LSM = 8,
-    HIT_MAX = 9,
+    HIT_SOCK_SEND = 9,
+    HIT_SOCK_RECV = 10,
+    HIT_MAX = 11,
 };
 
 struct probe_record {

@@ -750,52 +750,44 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 
 /* ------------------------------------------------------ syscall tracepoints */
 
-/* Calls recorded at exit only: receives, accept, socket, bind, listen,
- * shutdown, and sends while no fault trigger is armed. Nothing of them needs
- * the moment they start, and their arguments are still in the task's saved
- * user registers when they return. Skipping the entry tracepoint saves its
- * program and its perf-event path, ~200 ns per call here
- * (docs/performance.md). The record's ts_enter is its exit time (F_NO_ENTRY).
- *
- * Sends have entry programs too, attached only while a run arms fault
- * triggers (tracer/program.py, send_entries): a trigger must act before the
- * data leaves, and the engine finds the send a fault hit by its entry time.
- * Their exit programs take either path, by whether the entry ran. */
+/* Calls recorded at exit only: accept, socket, bind, listen, shutdown,
+ * recvfrom, recvmsg, recvmmsg, and sendmmsg while no send trigger is armed.
+ * Nothing of them needs the moment they start, and their arguments are
+ * still in the task's saved user registers when they return. Skipping the
+ * entry tracepoint saves its program and its perf-event path, ~200 ns per
+ * call here (docs/performance.md). The record's ts_enter is its own time
+ * (F_NO_ENTRY). read, readv, write, writev, sendto and sendmsg are recorded
+ * in the socket layer instead: see "socket-layer data path" below. */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
-/* declares task, ret and st; returns at once for a thread out of scope */
-#define SCOPED_EXIT_PROLOGUE \
+#define USER_REGS() ((u64)bpf_task_pt_regs((struct task_struct *)task))
+/* declares task, ret, st and regs; returns at once for a thread out of scope */
+#define EXIT_ONLY_PROLOGUE \
     u64 task = CURRENT_TASK(); \
     s64 ret = args->ret; \
     struct stash *st = scoped_stash(task); \
     if (!st) \
-        return 0
-#define USER_REGS() ((u64)bpf_task_pt_regs((struct task_struct *)task))
-/* ... and regs, the saved user registers */
-#define EXIT_ONLY_PROLOGUE \
-    SCOPED_EXIT_PROLOGUE; \
-    u64 regs = USER_REGS()
-/* a send's exit: its entry ran (faults armed) or the call is recorded here alone */
-#define SEND_EXIT_PROLOGUE(call) \
-    SCOPED_EXIT_PROLOGUE; \
-    if (st->sys == call) \
-        return exit_stash(st, task, ret, call); \
+        return 0; \
     u64 regs = USER_REGS()
 
-static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const u16 sys,
-                                     s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
-                                     u32 msg_flags, const int mode)
+/* The call's record, from the arguments stash_args() just kept. */
+static __always_inline int record_without_entry(struct stash *st, u64 task, s64 ret,
+                                                const u16 sys)
 {
-    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode))
-        return 0;
     st->ts = 0;
     st->fhits = st->fdrop = 0;
     st->fsuppress = st->sk ? fault_kill_dead(st->cg) : 0;
     return exit_stash(st, task, ret, sys);
 }
 
-/* receives and the calls that are not sends */
+static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const u16 sys,
+                                     s64 fd, u64 buf, u64 count, u64 uaddr, u32 msg_flags)
+{
+    if (!stash_args(st, task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE))
+        return 0;
+    return record_without_entry(st, task, ret, sys);
+}
 #define EXIT_ONLY(sys, fd, buf, count, uaddr, msg_flags) \
-    exit_only(st, task, ret, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE)
+    exit_only(st, task, ret, sys, fd, buf, count, uaddr, msg_flags)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
     EXIT_ONLY_PROLOGUE;
@@ -831,60 +823,44 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
     return EXIT_ONLY(SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_read) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_READ, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
-}
-
+/* Sends' entry and exit programs: attached only for runs that arm send
+ * triggers (tracer/program.py, send_syscalls). A trigger must act before the
+ * data leaves, and the engine finds the send a fault hit by its entry time.
+ * Such a send is recorded at its exit from what the entry kept; the socket
+ * layer's program leaves it alone. */
 TRACEPOINT_PROBE(syscalls, sys_enter_write) {
     return enter(SYS_WRITE, args->fd, (u64)args->buf, args->count, 0, 0, 0, MODE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) {
-    SEND_EXIT_PROLOGUE(SYS_WRITE);
-    return exit_only(st, task, ret, SYS_WRITE, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
-                     0, 0, 0, MODE_BUF);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_READV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2), 0, 0);
-}
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return do_exit_ev(args->ret, SYS_WRITE); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_writev) {
     return enter(SYS_WRITEV, args->fd, (u64)args->vec, args->vlen, 0, 0, 0, MODE_IOV);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) {
-    SEND_EXIT_PROLOGUE(SYS_WRITEV);
-    return exit_only(st, task, ret, SYS_WRITEV, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
-                     0, 0, 0, MODE_IOV);
-}
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return do_exit_ev(args->ret, SYS_WRITEV); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     return enter(SYS_SENDTO, args->fd, (u64)args->buff, args->len, (u64)args->addr,
                  args->addr_len, args->flags, MODE_BUF);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) {
-    SEND_EXIT_PROLOGUE(SYS_SENDTO);
-    return exit_only(st, task, ret, SYS_SENDTO, (s32)REG(regs, 0), REG(regs, 1), REG(regs, 2),
-                     REG(regs, 4), (s32)REG(regs, 5), (u32)REG(regs, 3), MODE_BUF);
-}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return do_exit_ev(args->ret, SYS_SENDTO); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     return enter(SYS_SENDMSG, args->fd, (u64)args->msg, 0, 0, 0, args->flags, MODE_MSG);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) {
-    SEND_EXIT_PROLOGUE(SYS_SENDMSG);
-    return exit_only(st, task, ret, SYS_SENDMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0, 0,
-                     (u32)REG(regs, 2), MODE_MSG);
-}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return do_exit_ev(args->ret, SYS_SENDMSG); }
 
+/* sendmmsg's exit program is always attached (the socket layer sees its
+ * messages one by one, without their index): it records the call from its
+ * entry's stash when the entry ran, else from the registers. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
     return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
-    SEND_EXIT_PROLOGUE(SYS_SENDMMSG);
-    return exit_only(st, task, ret, SYS_SENDMMSG, (s32)REG(regs, 0), REG(regs, 1),
-                     (u32)REG(regs, 2), 0, 0, (u32)REG(regs, 3), MODE_NONE);
+    EXIT_ONLY_PROLOGUE;
+    if (st->sys == SYS_SENDMMSG)
+        return exit_stash(st, task, ret, SYS_SENDMMSG);
+    return EXIT_ONLY(SYS_SENDMMSG, (s32)REG(regs, 0), REG(regs, 1), (u32)REG(regs, 2), 0,
+                     (u32)REG(regs, 3));
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
@@ -936,6 +912,92 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     fill_sock(e, sk);
     submit_record(e);
     return 0;
+}
+
+/* ------------------------------------------------ socket-layer data path */
+
+/* read, readv, write, writev, sendto and sendmsg are recorded where the
+ * socket layer reports what they moved: the raw tracepoints
+ * sock:sock_recv_length and sock:sock_send_length (sk, ret, flags), which
+ * fire in the calling task at the end of sock_recvmsg()/sock_sendmsg(), on
+ * sockets only. Entering a raw tracepoint program costs a few tens of ns;
+ * a syscall tracepoint's perf path cost ~200 ns per call here, and read()
+ * and write() hit it for pipes and files too (docs/performance.md). Which
+ * system call it is, and its arguments, come from the task's saved user
+ * registers (orig_ax: the x86_64 number; an ia32 call's numbers name none
+ * of these while doing socket I/O, so it is not recorded, as before).
+ *
+ * recvfrom and recvmsg stay on their syscall exit: the source address of a
+ * UDP datagram reaches the caller's memory after sock_recvmsg() returns.
+ * The sendmmsg/recvmmsg messages, which pass here one by one, are recorded
+ * at their calls' exits with their index. What the socket layer does not
+ * see is not recorded: a read() of 0 bytes (it returns before reaching the
+ * socket) and a call that fails before it (a bad buffer address). */
+#define NR_READ    0
+#define NR_WRITE   1
+#define NR_READV   19
+#define NR_WRITEV  20
+#define NR_SENDTO  44
+#define NR_SENDMSG 46
+
+/* A send or receive the socket layer reported on `sk`. The call's fd must
+ * name that sock: I/O the kernel does on its own sockets in a task's
+ * context (NFS, ...) is not the task's call. */
+static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 sys,
+                                   s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
+                                   u32 msg_flags, const int mode)
+{
+    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode))
+        return 0;
+    if (st->sk != sk) {
+        st->sys = 0;
+        return 0;
+    }
+    return record_without_entry(st, task, ret, sys);
+}
+
+/* declares task, regs, nr, sk, ret; st once the call is known to be one of ours */
+#define SOCK_IO_PROLOGUE \
+    u64 task = CURRENT_TASK(); \
+    u64 regs = USER_REGS(); \
+    u64 nr = LD(u64, regs, OFF_REGS_ORIG_AX); \
+    u64 sk = ctx->args[0]; \
+    s64 ret = (s32)ctx->args[1]
+
+#define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
+    sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
+
+/* a send whose entry program ran (a run with send triggers) is recorded at its exit */
+#define SEND_IO(call, buf, count, uaddr, addrlen, msg_flags, mode) \
+    (st->sys == call ? 0 : SOCK_IO(call, buf, count, uaddr, addrlen, msg_flags, mode))
+
+RAW_TRACEPOINT_PROBE(sock_recv_length) {
+    SOCK_IO_PROLOGUE;
+    if (nr != NR_READ && nr != NR_READV)
+        return 0;
+    struct stash *st = scoped_stash(task);
+    if (!st)
+        return 0;
+    if (nr == NR_READ)
+        return SOCK_IO(SYS_READ, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
+    return SOCK_IO(SYS_READV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length) {
+    SOCK_IO_PROLOGUE;
+    if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG)
+        return 0;
+    struct stash *st = scoped_stash(task);
+    if (!st)
+        return 0;
+    if (nr == NR_WRITE)
+        return SEND_IO(SYS_WRITE, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_BUF);
+    if (nr == NR_WRITEV)
+        return SEND_IO(SYS_WRITEV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_IOV);
+    if (nr == NR_SENDTO)
+        return SEND_IO(SYS_SENDTO, REG(regs, 1), REG(regs, 2), REG(regs, 4), (s32)REG(regs, 5),
+                       (u32)REG(regs, 3), MODE_BUF);
+    return SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG);
 }
 
 /* ------------------------------------------------------- process events */

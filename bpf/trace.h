@@ -49,7 +49,7 @@
 #define F_SEQ         0x04 /* seq_w/seq_r are valid (TCP) */
 #define F_PAYLOAD_ERR 0x08 /* reading the user buffer failed (page not present?) */
 #define F_MMSG        0x10 /* one message of sendmmsg/recvmmsg: ret = msg_len, count = messages returned */
-#define F_NO_ENTRY    0x20 /* recorded at exit only: ts_enter is the exit time, not the entry's */
+#define F_NO_ENTRY    0x20 /* no entry program saw the call: ts_enter is the record's own time */
 
 struct ev_hdr {
     __u64 ts;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at emission */
@@ -64,7 +64,7 @@ struct ev_hdr {
 struct ev_sock {
     struct ev_hdr h;
     __u64 ts_enter;  /* sys_enter time (connect, close; sends while fault triggers
-                        are armed); ts for calls recorded at exit only (F_NO_ENTRY) */
+                        are armed); ts for calls recorded without it (F_NO_ENTRY) */
     __u64 sk;        /* struct sock * : identity of the socket while it lives */
     __s64 ret;       /* syscall return (for F_MMSG: that message's msg_len) */
     __u64 count;     /* requested bytes (read/write/send/recv len), vlen/iovlen for vectors,

@@ -31,7 +31,7 @@ class TracedRun:
 def traced_run(scenario: Scenario, store: Path, program: TraceProgram,
                plan: Sequence[PlannedFault] = ()) -> TracedRun:
     injector = Injector(program, plan) if plan else None
-    recorder = TraceRecorder(program, send_entries=bool(injector and injector.needs_send_entries))
+    recorder = TraceRecorder(program, send_syscalls=bool(injector and injector.needs_send_syscalls))
     result = run_once(scenario, store, [recorder, injector] if injector else [recorder])
     recorded = recorder.recorded
     events = recorded.events if recorded else []

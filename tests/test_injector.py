@@ -125,7 +125,7 @@ def test_omission_drops_exactly_datagram_k(program, tmp_path):
     assert report.fired and report.packets_dropped == 1
     assert report.message == "sender->receiver:udp0#2"
     # a send trigger runs in the sends' entry programs: attached for this run
-    assert program.send_entries_attached
+    assert program.send_syscalls_attached
     assert all(not e.exit_only and e.ts_enter < e.ts for e in sender_sends(traced))
     assert delivered(traced, "sender") == [f"sender->receiver:udp0#{i}" for i in (0, 1, 3, 4, 5)]
     # the fault is in the trace, in the sender's program order
@@ -206,7 +206,7 @@ def test_partition_that_heals_lets_tcp_recover(program, tmp_path):
     report = only_report(traced)
     assert report.fired and report.healed and report.packets_dropped >= 1
     # no send trigger: sends are recorded at exit alone, as in a run without faults
-    assert not program.send_entries_attached
+    assert not program.send_syscalls_attached
     assert all(e.exit_only and e.ts_enter == e.ts for e in sender_sends(traced))
 
 

@@ -217,6 +217,7 @@ NEEDED = {
     "OFF_REGS_ARG3": ("pt_regs", "r10"),
     "OFF_REGS_ARG4": ("pt_regs", "r8"),
     "OFF_REGS_ARG5": ("pt_regs", "r9"),
+    "OFF_REGS_ORIG_AX": ("pt_regs", "orig_ax"),  # the system call's number
 }
 # expected sizes: a layout change that alters a field's width must fail loudly
 SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,

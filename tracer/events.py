@@ -36,8 +36,8 @@ class Event:
     netns: int = 0
     # -- sock ------------------------------------------------------------
     syscall: str = ""  # socket, bind, listen, connect, accept, accept4, read, write, ...
-    ts_enter: int = 0  # ns, at syscall entry; = ts for calls recorded at exit only (exit_only)
-    exit_only: bool = False  # no entry program ran: receives, and sends of runs without triggers
+    ts_enter: int = 0  # ns, at syscall entry; = ts for calls recorded without it (exit_only)
+    exit_only: bool = False  # no entry program saw it: recorded at exit or in the socket layer
     fd: int = -1  # the fd argument (accept: the listening fd; the new fd is ret)
     ret: int = 0  # return value (-errno on failure); for one mmsg message: its length
     count: int = 0  # bytes asked for (len), or vlen/backlog/how/type, per syscall

@@ -107,7 +107,7 @@ class Injector:
         self._lock = threading.Lock()
 
     @property
-    def needs_send_entries(self) -> bool:
+    def needs_send_syscalls(self) -> bool:
         """Send triggers fire in the sends' entry programs (bpf/faults.bpf.c)."""
         return any(isinstance(p.trigger, SendTrigger) for p in self.plan)
 
@@ -126,8 +126,8 @@ class Injector:
             tc = self.program.tc_function()
             for name in self._addresses:
                 self._attach(sandbox.netlink(name), tc)
-            if self.needs_send_entries:
-                self.program.send_entries(True)  # left attached: see TraceProgram.record
+            if self.needs_send_syscalls:
+                self.program.send_syscalls(True)  # left attached: see TraceProgram.record
             self._set_armed(True)
         except BaseException:
             self._disarm()  # the runner calls run_finished only after a sandbox_ready that returned

@@ -43,7 +43,9 @@ CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT, CFG_COOKIE = range(4)
     HIT_KPROBE,
     HIT_FENTRY,
     HIT_LSM,
-) = range(9)
+    HIT_SOCK_SEND,
+    HIT_SOCK_RECV,
+) = range(11)
 
 
 class ProbeRecord(ct.Structure):
@@ -101,7 +103,8 @@ SPECS: dict[str, _Spec] = {
     "sock_tracepoints": _Spec(
         "sock/tcp tracepoints",
         True,
-        "TCP connection life cycle (connect/accept pairing, closes) in the lineage",
+        "TCP connection life cycle (connect/accept pairing, closes) in the lineage, "
+        "and reads, writes and sends on sockets (sock_send_length/sock_recv_length)",
     ),
     "ringbuf": _Spec(
         "BPF ring buffer", True, "the event stream from the kernel programs to the tracer"
@@ -380,6 +383,14 @@ class _Kit:
         finally:
             self.bpf.detach_tracepoint(tp.encode())
 
+    @contextlib.contextmanager
+    def raw_tracepoint(self, event: str, fn_name: str) -> Iterator[None]:
+        self.bpf.attach_raw_tracepoint(tp=event.encode(), fn_name=fn_name.encode())
+        try:
+            yield
+        finally:
+            self.bpf.detach_raw_tracepoint(tp=event.encode())
+
     def close(self) -> None:
         # Every probe detached its own programs; what is left (fds, the
         # module) goes with the process anyway, so a failure here is not news.
@@ -461,18 +472,26 @@ def probe_sock_tracepoints(kit: _Kit) -> tuple[bool, str]:
         server.listen(1)
         port = server.getsockname()[1]
         kit.set(CFG_TCP_PORT, port)
-        with kit.tracepoint("sock:inet_sock_set_state", "sock_state"):
+        with contextlib.ExitStack() as attached:
+            attached.enter_context(kit.tracepoint("sock:inet_sock_set_state", "sock_state"))
+            for event, fn_name in (("sock_send_length", "sock_send"),
+                                   ("sock_recv_length", "sock_recv")):
+                attached.enter_context(kit.raw_tracepoint(event, fn_name))
             client = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=2))
             accepted, _ = server.accept()
             stack.enter_context(accepted)
+            client.sendall(b"ping")
+            accepted.recv(4)
             client.close()
             accepted.close()
     seen = kit.hits(HIT_SOCK)
+    sent, received = kit.hits(HIT_SOCK_SEND), kit.hits(HIT_SOCK_RECV)
     # A connect alone is CLOSE->SYN_SENT->ESTABLISHED on the client side.
     detail = (
-        f"sock:inet_sock_set_state saw {seen} TCP state changes of a connect to 127.0.0.1:{port}"
+        f"sock:inet_sock_set_state saw {seen} TCP state changes of a connect to "
+        f"127.0.0.1:{port}; sock_send_length/sock_recv_length saw {sent}/{received} of 1/1"
     )
-    return seen >= 2, detail
+    return seen >= 2 and sent >= 1 and received >= 1, detail
 
 
 def probe_ringbuf(kit: _Kit) -> tuple[bool, str]:

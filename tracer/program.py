@@ -44,11 +44,13 @@ _BPF_RB_NO_WAKEUP = 1
 _BPF_MAP_TYPE_RINGBUF = 27
 RING_MIN_PAGES = 256  # 1 MiB: the smallest ring a CPU gets
 _BPF_PSEUDO_KFUNC_CALL = 2
-# Loaded with the rest but attached only while a run arms fault triggers
-# (send_entries): without them a send is recorded at its exit alone, one
-# tracepoint hit instead of two (bpf/trace.bpf.c, "Calls recorded at exit only").
-SEND_ENTRIES = tuple(f"syscalls:sys_enter_{call}".encode()
-                     for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg"))
+# Loaded with the rest but attached only for runs that arm send triggers
+# (send_syscalls): otherwise sends are recorded by the socket layer's program,
+# at no syscall tracepoint at all (bpf/trace.bpf.c, "socket-layer data path").
+SEND_SYSCALLS = (*(f"syscalls:sys_enter_{call}".encode()
+                   for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg")),
+                 *(f"syscalls:sys_exit_{call}".encode()
+                   for call in ("write", "writev", "sendto", "sendmsg")))
 
 
 def record_size(payload_bytes: int) -> int:
@@ -101,7 +103,7 @@ class TraceProgram:
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
-        self.send_entries_attached = False
+        self.send_syscalls_attached = False
 
     def _more_rings(self, count: int, pages: int) -> list[int]:
         """Create `count` ring buffers like `events` and put them in `rings`
@@ -148,36 +150,37 @@ class TraceProgram:
                 self._tc = self.bpf.load_func(b"fault_tc", BPF.SCHED_CLS)
         return self._tc
 
-    def send_entries(self, attached: bool) -> None:
-        """Attach (or detach) the sends' entry programs. Fault triggers run
-        there, before the data leaves, and a send recorded with them has its
-        true entry time; the injector attaches them for runs that arm a send
-        trigger. Other runs record sends at exit, which costs less."""
-        if attached == self.send_entries_attached:
+    def send_syscalls(self, attached: bool) -> None:
+        """Attach (or detach) the sends' syscall entry and exit programs.
+        Fault triggers run at the entry, before the data leaves, and a send
+        recorded there has its true entry time; runs that arm a send trigger
+        need them. Other runs have their sends recorded by the socket layer's
+        program, at no syscall tracepoint, which costs far less."""
+        if attached == self.send_syscalls_attached:
             return
         if not attached:
-            self.send_entries_attached = False
-            for tp in SEND_ENTRIES:
+            self.send_syscalls_attached = False
+            for tp in SEND_SYSCALLS:
                 self.bpf.detach_tracepoint(tp)
             return
         done = []
         try:
-            for tp in SEND_ENTRIES:
+            for tp in SEND_SYSCALLS:
                 self.bpf.attach_tracepoint(tp=tp, fn_name=_tracepoint_function(tp))
                 done.append(tp)
         except Exception:  # bcc raises bare Exception: leave none attached
             for tp in done:
                 self.bpf.detach_tracepoint(tp)
             raise
-        self.send_entries_attached = True
+        self.send_syscalls_attached = True
 
     def counters(self) -> dict[str, int]:
         table = self.bpf[b"counters"]
         return {name: sum(table[ct.c_int(i)]) for i, name in enumerate(COUNTERS)}
 
-    def record(self, nodes: Mapping[int, str], send_entries: bool = False) -> Recording:
+    def record(self, nodes: Mapping[int, str], send_syscalls: bool = False) -> Recording:
         """Start recording the tasks of these cgroups (id -> node name).
-        `send_entries`: the run will arm send triggers (see send_entries()).
+        `send_syscalls`: the run will arm send triggers (see send_syscalls()).
         They are attached or detached here, before the run's nodes start, and
         left so after it: detaching waits for RCU grace periods (tens of ms),
         and a fault run's end is no place for a delay (a node that a fault
@@ -185,7 +188,7 @@ class TraceProgram:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this TraceProgram is already recording a run")
         try:
-            self.send_entries(send_entries)
+            self.send_syscalls(send_syscalls)
             return Recording(self, nodes)
         except BaseException:
             self._forget(nodes)
@@ -313,7 +316,7 @@ def _bpf_class() -> type:
                     event = fn.name[len(prefix):]
                     if prefix == b"tracepoint__":
                         tp = event.replace(b"__", b":")
-                        if tp not in SEND_ENTRIES:  # see TraceProgram.send_entries
+                        if tp not in SEND_SYSCALLS:  # see TraceProgram.send_syscalls
                             self.attach_tracepoint(tp=tp, fn_name=fn.name)
                     else:
                         self.attach_raw_tracepoint(tp=event, fn_name=fn.name)

@@ -13,9 +13,9 @@ from tracer.program import RecordedRun, Recording, TraceProgram
 
 
 class TraceRecorder:
-    def __init__(self, program: TraceProgram, send_entries: bool = False) -> None:
+    def __init__(self, program: TraceProgram, send_syscalls: bool = False) -> None:
         self.program = program
-        self.send_entries = send_entries  # see TraceProgram.record
+        self.send_syscalls = send_syscalls  # see TraceProgram.record
         self._recording: Recording | None = None
         self.recorded: RecordedRun | None = None
         self.addresses: dict[str, str] = {}
@@ -26,7 +26,7 @@ class TraceRecorder:
         self.cgroups = sandbox.cgroup_ids()
         self.addresses = dict(sandbox.addresses)
         self._recording = self.program.record({cid: name for name, cid in self.cgroups.items()},
-                                              send_entries=self.send_entries)
+                                              send_syscalls=self.send_syscalls)
 
     def workload_started(self, sandbox: Any) -> None:
         self.workload_started_ns = time.monotonic_ns()  # same clock as bpf_ktime_get_ns
