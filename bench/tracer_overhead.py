@@ -4,6 +4,8 @@
   bop-bpf     the same, with our eBPF tracer recording the node and the client
               (what a search records: both ends of every message)
   bop-server  our tracer on redis-server's node only: the scope strace -f has
+  bop-idle    (--idle) our programs loaded and attached, nothing in scope: the
+              tax every syscall on the host pays while a bop-bpf is loaded
   strace -f   redis-server under `strace -f` (ptrace, Box of Pain's approach)
 
 Prints requests/s for each, the ratios to untraced, CPU time per request,
@@ -73,7 +75,7 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
     foreign = syscall_programs() - ours
     with Sandbox(["redis"], run_dir) as sb:
         recording = None
-        if program is not None:
+        if program is not None and mode in TRACED:  # bop-idle: attached, records nothing
             ids = sb.cgroup_ids()
             recording = program.record({cid: name for name, cid in ids.items()
                                         if name in TRACED[mode]})
@@ -155,15 +157,18 @@ def main() -> None:
     parser.add_argument("--no-strace", action="store_true", help="skip the (slow) strace rounds")
     parser.add_argument("--no-server-only", action="store_true",
                         help="skip the rounds that trace redis-server's node alone")
+    parser.add_argument("--idle", action="store_true",
+                        help="add rounds with the tracer attached but recording nothing")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    modes = (["untraced", "bop-bpf"] + ([] if args.no_server_only else ["bop-server"])
+    modes = (["untraced"] + (["bop-idle"] if args.idle else []) + ["bop-bpf"]
+             + ([] if args.no_server_only else ["bop-server"])
              + ([] if args.no_strace else ["strace"]))
     rows: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):  # interleaved: noise hits every mode alike
             for mode in rows:
-                if mode not in TRACED:  # nothing of ours attached: a true baseline
+                if mode not in TRACED and mode != "bop-idle":  # nothing of ours: a baseline
                     rows[mode].append(one_round(mode, args.requests, args.clients, None,
                                                 Path(tmp)))
                     continue
@@ -171,8 +176,8 @@ def main() -> None:
                     time.sleep(SETTLE)
                     rows[mode].append(one_round(mode, args.requests, args.clients, program,
                                                 Path(tmp)))
-                if mode == "bop-server" or len(rows[mode]) < args.rounds:
-                    rows[mode][-1].pop("recorded")  # only the last full round is matched
+                if mode != "bop-bpf" or len(rows[mode]) < args.rounds:
+                    rows[mode][-1].pop("recorded", None)  # only the last full round is matched
     traced = rows["bop-bpf"][-1]
     matched, total = matched_requests(traced)
     print(f"redis-benchmark -n {args.requests} -c {args.clients} -t set,get, "
