@@ -41,3 +41,19 @@ def test_rings_merge_by_time_keeping_each_ring_in_order() -> None:
 
 def test_one_ring_is_passed_through() -> None:
     assert times(merge_by_time([split_records([span((3, b""), (1, b""))])])) == [3, 1]
+
+
+def test_a_ring_cannot_fill_between_two_looks_of_the_reader() -> None:
+    """Past the high-water mark a ring is copied out; below it, what arrives
+    at FILL_RATE while the reader waits twice its interval still fits."""
+    from tracer.program import DRAIN_MAX, DRAIN_MIN, FILL_RATE, drain_schedule
+
+    for mib in (1, 2, 4, 8, 16, 64, 128, 512):
+        size = mib << 20
+        wait, high_water = drain_schedule(size)
+        assert DRAIN_MIN <= wait <= DRAIN_MAX
+        assert 0 <= high_water < size
+        assert high_water == 0 or size - high_water >= 2 * FILL_RATE * wait
+    assert drain_schedule(1 << 20)[1] == 0  # small: copied at every look
+    assert drain_schedule(128 << 20)[1] > (96 << 20)  # big: a run stays in the ring
+

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -535,6 +536,54 @@ def test_one_ring_per_cpu_merged_by_time(program):
     assert by_cpu <= {e.payload for e in recorded.events}
     used = [n for n in recorded.ring_bytes if n]
     assert len(used) == min(2, len(cpus)), recorded.ring_bytes
+
+
+def pingpong_in_cgroup(group: Path, round_trips: int) -> None:
+    child = subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {group}/cgroup.procs && "
+                     f"exec {sys.executable} -S {TNODE_PY} pingpong {round_trips}"])
+    assert child.wait(timeout=60) == 0
+
+
+def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
+    """A run the rings can hold is left in them until it ends (copying while
+    it goes on would compete with the traced processes); a run that outgrows
+    a ring's high-water mark is copied out while it goes on, and loses
+    nothing either way."""
+    from bcc.utils import get_possible_cpus
+
+    from tracer.program import RING_MIN_PAGES, TraceProgram, drain_schedule, record_size
+
+    rings = len(get_possible_cpus())
+    pages = (8 * RING_MIN_PAGES) << (rings - 1).bit_length()  # 8 MiB per ring
+    root = cgroup2_root()
+    assert root is not None
+    group = root / f"ldfi-hwtest-{os.getpid()}"
+    group.mkdir()
+    try:
+        with TraceProgram(payload_bytes=64, ringbuf_pages=pages) as program:
+            wait, high_water = drain_schedule(program.rings[0].size)
+            assert 0 < high_water < program.rings[0].size
+            for round_trips in (500, 30000):
+                volume = 4 * round_trips * (record_size(64) + 8)
+                recording = program.record({cgroup_id(group): "pingpong"})
+                try:
+                    pingpong_in_cgroup(group, round_trips)
+                    time.sleep(4 * wait)  # the reader looks at least twice more
+                    copied = recording.copied_bytes
+                    held = sum(ring.filled() for ring in program.rings)
+                finally:
+                    recorded = recording.stop()
+                assert recorded.lost_events == 0
+                pings = [e for e in recorded.events if e.payload == b"ping"]
+                pongs = [e for e in recorded.events if e.payload == b"pong"]
+                assert len(pings) == len(pongs) == 2 * round_trips  # each sent and received
+                if volume < high_water:
+                    assert copied == 0 and held >= volume, (copied, held, volume)
+                else:
+                    assert copied > 0 and recorded.reader_cpu > 0, (copied, held, volume)
+    finally:
+        group.rmdir()
 
 
 def test_non_socket_fds_make_no_socket_events(program, tmp_path):

@@ -2,9 +2,10 @@
 
 Compiling costs about a second, so a TraceProgram is built once and reused:
 each run only puts its cgroup ids into the `cgroups` map (the kernel side
-ignores every task outside them), drains the ring buffer every 5-50 ms
-while the run goes on (records are submitted without waking us: see
-tracer/ringbuf.py), and takes the ids out again at the end.
+ignores every task outside them), leaves the records in the per-CPU ring
+buffers while the run goes on unless one passes its high-water mark (records
+are submitted without waking us: see tracer/ringbuf.py), and takes the ids
+out again and copies the records out at the end.
 
     program = TraceProgram(payload_bytes=64)
     recording = program.record({cgroup_id: "server", ...})
@@ -32,12 +33,12 @@ from tracer.kernel import quiet_stderr
 from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
-# The reader sleeps up to DRAIN_MAX between drains (each wake-up takes CPU
-# from the traced system: on 2 cores it preempts it), and DRAIN_MIN after a
-# drain that found more than 1/8 of the ring filled. The longest sleep is
-# also bounded by the time the ring takes to fill at FILL_RATE bytes/s
-# (1.4M records/s: more than this host's 2 cores can produce): 50 ms for
-# the default 16 MiB ring.
+# The reader leaves a ring alone until it is past its high-water mark
+# (drain_schedule), so that a run the rings can hold is not touched by it
+# until it ends; a long run is copied out in big spans. It looks at each ring
+# every DRAIN_MIN..DRAIN_MAX s, often enough that the ring cannot fill
+# between two looks at FILL_RATE bytes/s (1.4M records/s: more than this
+# host's 2 cores can produce).
 DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
 FILL_RATE = 320e6
 _BPF_RB_NO_WAKEUP = 1
@@ -69,6 +70,7 @@ class RecordedRun:
     counters: dict[str, int] = field(default_factory=dict)
     reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
     ring_bytes: list[int] = field(default_factory=list)  # drained from each CPU's ring
+    final_drain_cpu: float = 0.0  # s of CPU copying what the rings held when it ended
 
     @property
     def complete(self) -> bool:
@@ -82,7 +84,7 @@ class TraceProgram:
     def __init__(self, payload_bytes: int = 64, ringbuf_pages: int = 4096) -> None:
         if not 0 <= payload_bytes <= 4096:
             raise ValueError("payload_bytes must be between 0 and 4096")
-        if ringbuf_pages & (ringbuf_pages - 1):
+        if ringbuf_pages <= 0 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         self.payload_bytes = payload_bytes
         _require_bcc()
@@ -350,10 +352,21 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
     return _INCLUDE_BPF_C.sub(splice, text)
 
 
+def drain_schedule(ring_bytes: int) -> tuple[float, int]:
+    """(seconds between looks at a ring, fill in bytes past which it is
+    copied out). Between two looks at most FILL_RATE * wait bytes arrive;
+    copying at `ring - 2 * that` leaves room for a look that comes late. A
+    ring smaller than that is copied out at every look, as soon as it holds
+    anything."""
+    wait = min(DRAIN_MAX, max(DRAIN_MIN, ring_bytes / (4 * FILL_RATE)))
+    return wait, max(0, ring_bytes - int(2 * FILL_RATE * wait))
+
+
 class Recording:
-    """One run's recording: a thread copies committed spans out of the ring
-    buffers every 5-50 ms (so they cannot fill up); splitting, merging and
-    decoding the records waits until stop()."""
+    """One run's recording: a thread copies committed spans out of a ring
+    buffer only when it passes its high-water mark (drain_schedule), so that
+    a run the rings can hold is not disturbed by copying at all; the rest is
+    copied, and the records split, merged and decoded, in stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
         self.program = program
@@ -370,13 +383,18 @@ class Recording:
 
     def _consume(self) -> None:
         started = time.thread_time()
-        rings, wait = list(zip(self.program.rings, self._spans, strict=True)), DRAIN_MIN
-        size = self.program.rings[0].size
-        longest = min(DRAIN_MAX, max(DRAIN_MIN, size / FILL_RATE))
+        rings = list(zip(self.program.rings, self._spans, strict=True))
+        wait, high_water = drain_schedule(self.program.rings[0].size)
         while not self._stopping.wait(wait):
-            busy = max(ring.drain(spans) for ring, spans in rings) > size // 8
-            wait = DRAIN_MIN if busy else min(wait * 2, longest)
+            for ring, spans in rings:
+                if ring.filled() > high_water:
+                    ring.drain(spans)
         self._reader_cpu = time.thread_time() - started
+
+    @property
+    def copied_bytes(self) -> int:
+        """Bytes the reader has copied out of the rings so far."""
+        return sum(spans.size for spans in self._spans)
 
     def _drain_to_end(self, deadline: float = 0.05) -> int:
         """Drain until the reader has caught up with the producer; a record
@@ -400,7 +418,9 @@ class Recording:
             self._stopping.set()  # whatever happened, the drain thread must end
             self._thread.join()
             try:
+                started = time.thread_time()
                 behind = self._drain_to_end()
+                final_drain_cpu = time.thread_time() - started
                 after = self.program.counters()
             finally:
                 self.program._release()
@@ -411,7 +431,8 @@ class Recording:
         records = merge_by_time([split_records([spans.read()]) for spans in self._spans])
         events = [e for e in map(decoder.decode, records) if e is not None]
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
-        return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes)
+        return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes,
+                           final_drain_cpu=final_drain_cpu)
 
 
 assert H["CNT_N"] == len(COUNTERS)

@@ -6,7 +6,8 @@ and is woken by the kernel once per record: tracing redis-benchmark that is
 consumer's CPU comes straight out of the traced system's throughput
 (measured: redis at ~0.5x of untraced). Here the kernel submits with
 BPF_RB_NO_WAKEUP, and a thread copies everything committed so far with one
-write into a memfd every 5-50 ms; finding where the committed records end
+write into a memfd, only when a ring passes its high-water mark and when the
+run ends (tracer/program.py drain_schedule); finding where the committed records end
 takes a few slices per span (every record has the same size), and records
 are split only when decoded after the run. See docs/performance.md.
 
@@ -88,6 +89,10 @@ class RingReader:
                 into.add(self._view[offset:offset + (consumer - start)])
             self._consumer_pos.value = consumer
         return consumer - start
+
+    def filled(self) -> int:
+        """Bytes between the consumer and the producer: records not yet drained."""
+        return _U64.unpack_from(self._data, 0)[0] - self._consumer_pos.value
 
     def caught_up(self) -> bool:
         return self._consumer_pos.value == _U64.unpack_from(self._data, 0)[0]

@@ -352,6 +352,18 @@ def loopback_pair(message: str) -> None:
         die("bad loopback")
 
 
+def pingpong(count: str) -> None:
+    """`count` round trips over a connection to itself, as fast as it can."""
+    lst = listener(0, host="127.0.0.1")
+    c = connect("127.0.0.1", lst.getsockname()[1])
+    conn, _ = lst.accept()
+    for _ in range(int(count)):
+        c.send(b"ping")
+        conn.recv(16)
+        conn.send(b"pong")
+        c.recv(16)
+
+
 def chatter(_label: str = "") -> None:
     """Loopback ping-pong forever; prints a line per round trip (outside any run)."""
     lst = listener(0, host="127.0.0.1")
@@ -377,7 +389,7 @@ MODES = {
     "client-concurrent": client_concurrent, "client-udp": client_udp,
     "client-udp-sendmsg": client_udp_sendmsg,
     "client-files": client_files, "ipv6-self": ipv6_self,
-    "loopback-pair": loopback_pair, "chatter": chatter,
+    "loopback-pair": loopback_pair, "chatter": chatter, "pingpong": pingpong,
 }
 
 if __name__ == "__main__":
