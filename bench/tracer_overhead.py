@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import statistics
 import subprocess
 import tempfile
@@ -106,6 +107,7 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
             out.update(events=len(recorded.events), lost=recorded.lost_events,
                        addresses=dict(sb.addresses), cgroups=sb.cgroup_ids(),
                        recorded=recorded, reader_us=reader_us,
+                       final_us=recorded.final_drain_cpu * 1e6 / (2 * requests),
                        cpu_us=out["cpu_us"] + reader_us)
     return out
 
@@ -159,8 +161,14 @@ def main() -> None:
                         help="skip the rounds that trace redis-server's node alone")
     parser.add_argument("--idle", action="store_true",
                         help="add rounds with the tracer attached but recording nothing")
+    parser.add_argument("--ring-mib", type=int, default=16, metavar="MIB",
+                        help="all ring buffers together (a power of two; default 16, "
+                             "the tracer's)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    ring_pages = (args.ring_mib << 20) // mmap.PAGESIZE
+    if ring_pages <= 0 or ring_pages & (ring_pages - 1):
+        parser.error(f"--ring-mib {args.ring_mib}: must be a power of two")
     modes = (["untraced"] + (["bop-idle"] if args.idle else []) + ["bop-bpf"]
              + ([] if args.no_server_only else ["bop-server"])
              + ([] if args.no_strace else ["strace"]))
@@ -172,7 +180,8 @@ def main() -> None:
                     rows[mode].append(one_round(mode, args.requests, args.clients, None,
                                                 Path(tmp)))
                     continue
-                with TraceProgram(payload_bytes=args.payload) as program:
+                with TraceProgram(payload_bytes=args.payload,
+                                  ringbuf_pages=ring_pages) as program:
                     time.sleep(SETTLE)
                     rows[mode].append(one_round(mode, args.requests, args.clients, program,
                                                 Path(tmp)))
@@ -181,7 +190,8 @@ def main() -> None:
     traced = rows["bop-bpf"][-1]
     matched, total = matched_requests(traced)
     print(f"redis-benchmark -n {args.requests} -c {args.clients} -t set,get, "
-          f"{args.rounds} interleaved rounds, bop-bpf with {args.payload} payload bytes")
+          f"{args.rounds} interleaved rounds, bop-bpf with {args.payload} payload bytes, "
+          f"{ring_pages * mmap.PAGESIZE >> 20} MiB of ring buffers")
     clean = [i for i in range(args.rounds) if all(rows[m][i]["foreign"] == 0 for m in rows)]
     summary = {"all": summarize(rows, range(args.rounds), "all rounds")}
     if clean and len(clean) < args.rounds:
@@ -190,7 +200,9 @@ def main() -> None:
     elif not clean:
         print("  (every round ran with another syscall tracer loaded on the host)")
     reader = statistics.median(r["reader_us"] for r in rows["bop-bpf"])
-    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the ring-buffer reader")
+    final = statistics.median(r["final_us"] for r in rows["bop-bpf"])
+    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the ring-buffer reader; "
+          f"copying what the rings held at the end took {final:.2f} us more (not included)")
     events = [r["events"] for r in rows["bop-bpf"]]
     lost = [r["lost"] for r in rows["bop-bpf"]]
     print(f"  bop-bpf events recorded per round: {events}, lost: {lost}")
@@ -212,6 +224,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "summary": summary, "events": events, "lost": lost, "matched": matched,
             "requests": total, "payload": args.payload,
+            "ring_mib": ring_pages * mmap.PAGESIZE >> 20,
             "rounds": {m: [r["rps"] for r in rs] for m, rs in rows.items()},
             "cpu_us": {m: [r["cpu_us"] for r in rs] for m, rs in rows.items()},
             "foreign": {m: [r["foreign"] for r in rs] for m, rs in rows.items()},
