@@ -95,7 +95,9 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
         # CPU time per request: redis-server and redis-benchmark (their
         # cgroups: the tracer's BPF programs run in their context and count
         # there) plus, when tracing, the ring-buffer reader thread of this
-        # process (its whole recording: a little more than the benchmark).
+        # process while the recording went on (a little longer than the
+        # benchmark). What the rings still held at the end is copied after
+        # the run, apart: final_us.
         # It moves much less than requests/s with what else the host runs.
         server_us, client_us = (_cpu_usec(g) - b for g, b in zip(groups, cpu_before, strict=True))
         out = {"mode": mode, "rps": rps, "cpu_us": (server_us + client_us) / (2 * requests),
@@ -108,6 +110,7 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
                        addresses=dict(sb.addresses), cgroups=sb.cgroup_ids(),
                        recorded=recorded, reader_us=reader_us,
                        final_us=recorded.final_drain_cpu * 1e6 / (2 * requests),
+                       ring_mib=sum(ring.size for ring in program.rings) >> 20,
                        cpu_us=out["cpu_us"] + reader_us)
     return out
 
@@ -191,7 +194,7 @@ def main() -> None:
     matched, total = matched_requests(traced)
     print(f"redis-benchmark -n {args.requests} -c {args.clients} -t set,get, "
           f"{args.rounds} interleaved rounds, bop-bpf with {args.payload} payload bytes, "
-          f"{ring_pages * mmap.PAGESIZE >> 20} MiB of ring buffers")
+          f"{rows['bop-bpf'][-1]['ring_mib']} MiB of ring buffers")
     clean = [i for i in range(args.rounds) if all(rows[m][i]["foreign"] == 0 for m in rows)]
     summary = {"all": summarize(rows, range(args.rounds), "all rounds")}
     if clean and len(clean) < args.rounds:
@@ -224,7 +227,9 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "summary": summary, "events": events, "lost": lost, "matched": matched,
             "requests": total, "payload": args.payload,
-            "ring_mib": ring_pages * mmap.PAGESIZE >> 20,
+            "ring_mib": rows["bop-bpf"][-1]["ring_mib"],
+            "reader_us": [r["reader_us"] for r in rows["bop-bpf"]],
+            "final_us": [r["final_us"] for r in rows["bop-bpf"]],
             "rounds": {m: [r["rps"] for r in rs] for m, rs in rows.items()},
             "cpu_us": {m: [r["cpu_us"] for r in rs] for m, rs in rows.items()},
             "foreign": {m: [r["foreign"] for r in rs] for m, rs in rows.items()},

@@ -1,5 +1,6 @@
 """tracer/ringbuf.py's pure parts: splitting drained spans into records and
-merging the per-CPU rings by time. The rings themselves are exercised by
+merging the per-CPU rings by time; and when tracer/program.py copies a ring
+out (drain_schedule). The rings themselves are exercised by
 every traced test (tests/test_tracer.py)."""
 
 from __future__ import annotations
@@ -44,16 +45,19 @@ def test_one_ring_is_passed_through() -> None:
 
 
 def test_a_ring_cannot_fill_between_two_looks_of_the_reader() -> None:
-    """Past the high-water mark a ring is copied out; below it, what arrives
-    at FILL_RATE while the reader waits twice its interval still fits."""
-    from tracer.program import DRAIN_MAX, DRAIN_MIN, FILL_RATE, drain_schedule
+    """Whatever the ring's size (1 MiB, the smallest a CPU gets, and up):
+    what arrives at FILL_RATE during one look's wait is at most half the
+    ring, and a ring left at its high-water mark still has room for two
+    such waits."""
+    from tracer.program import DRAIN_MAX, FILL_RATE, RING_MIN_PAGES, drain_schedule
 
-    for mib in (1, 2, 4, 8, 16, 64, 128, 512):
+    for mib in (1, 2, 3, 4, 8, 16, 64, 128, 512):
         size = mib << 20
+        assert size >= RING_MIN_PAGES * 4096
         wait, high_water = drain_schedule(size)
-        assert DRAIN_MIN <= wait <= DRAIN_MAX
-        assert 0 <= high_water < size
-        assert high_water == 0 or size - high_water >= 2 * FILL_RATE * wait
-    assert drain_schedule(1 << 20)[1] == 0  # small: copied at every look
-    assert drain_schedule(128 << 20)[1] > (96 << 20)  # big: a run stays in the ring
-
+        assert 0 < wait <= DRAIN_MAX
+        assert FILL_RATE * wait <= size / 2
+        assert 0 <= high_water <= size - 2 * FILL_RATE * wait
+    assert drain_schedule(2 << 20)[1] == 0  # small: copied at every look
+    assert drain_schedule(1 << 20)[0] < drain_schedule(2 << 20)[0]  # and looked at sooner
+    assert drain_schedule(128 << 20)[1] > (96 << 20)  # big: a long run stays in the ring

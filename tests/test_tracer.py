@@ -538,24 +538,30 @@ def test_one_ring_per_cpu_merged_by_time(program):
     assert len(used) == min(2, len(cpus)), recorded.ring_bytes
 
 
-def pingpong_in_cgroup(group: Path, round_trips: int) -> None:
+def pingpong_in_cgroup(group: Path, round_trips: int, cpu: int) -> None:
+    """A loopback ping-pong in `group`, on one CPU (so: in one ring)."""
     child = subprocess.Popen(
-        ["sh", "-c", f"echo $$ > {group}/cgroup.procs && "
-                     f"exec {sys.executable} -S {TNODE_PY} pingpong {round_trips}"])
-    assert child.wait(timeout=60) == 0
+        ["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec taskset -c {cpu} "
+                     f"{sys.executable} -S {TNODE_PY} pingpong {round_trips}"])
+    try:
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:  # timed out: the cgroup must empty before rmdir
+            child.kill()
+            child.wait()
 
 
 def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
-    """A run the rings can hold is left in them until it ends (copying while
-    it goes on would compete with the traced processes); a run that outgrows
-    a ring's high-water mark is copied out while it goes on, and loses
-    nothing either way."""
+    """A run that stays under a ring's high-water mark is left in it until
+    it ends; a run that outgrows the mark is copied out while it goes on;
+    neither loses a record."""
     from bcc.utils import get_possible_cpus
 
     from tracer.program import RING_MIN_PAGES, TraceProgram, drain_schedule, record_size
 
     rings = len(get_possible_cpus())
     pages = (8 * RING_MIN_PAGES) << (rings - 1).bit_length()  # 8 MiB per ring
+    cpu = min(os.sched_getaffinity(0))
     root = cgroup2_root()
     assert root is not None
     group = root / f"ldfi-hwtest-{os.getpid()}"
@@ -568,7 +574,7 @@ def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
                 volume = 4 * round_trips * (record_size(64) + 8)
                 recording = program.record({cgroup_id(group): "pingpong"})
                 try:
-                    pingpong_in_cgroup(group, round_trips)
+                    pingpong_in_cgroup(group, round_trips, cpu)
                     time.sleep(4 * wait)  # the reader looks at least twice more
                     copied = recording.copied_bytes
                     held = sum(ring.filled() for ring in program.rings)
@@ -582,6 +588,7 @@ def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
                     assert copied == 0 and held >= volume, (copied, held, volume)
                 else:
                     assert copied > 0 and recorded.reader_cpu > 0, (copied, held, volume)
+                    assert max(recorded.ring_bytes) >= volume  # one ring: the pinned CPU's
     finally:
         group.rmdir()
 

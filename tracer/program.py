@@ -34,11 +34,11 @@ from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 # The reader leaves a ring alone until it is past its high-water mark
-# (drain_schedule), so that a run the rings can hold is not touched by it
-# until it ends; a long run is copied out in big spans. It looks at each ring
-# every DRAIN_MIN..DRAIN_MAX s, often enough that the ring cannot fill
-# between two looks at FILL_RATE bytes/s (1.4M records/s: more than this
-# host's 2 cores can produce).
+# (drain_schedule), so that a run that stays under it is not touched by the
+# reader until it ends, and a long run is copied out in big spans. It looks
+# at the rings every DRAIN_MIN..DRAIN_MAX s (less for rings under 3 MiB),
+# often enough that a ring cannot fill between two looks at FILL_RATE bytes/s
+# (1.4M records/s into one CPU's ring: more than one core here produces).
 DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
 FILL_RATE = 320e6
 _BPF_RB_NO_WAKEUP = 1
@@ -354,11 +354,13 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
 
 def drain_schedule(ring_bytes: int) -> tuple[float, int]:
     """(seconds between looks at a ring, fill in bytes past which it is
-    copied out). Between two looks at most FILL_RATE * wait bytes arrive;
-    copying at `ring - 2 * that` leaves room for a look that comes late. A
-    ring smaller than that is copied out at every look, as soon as it holds
-    anything."""
-    wait = min(DRAIN_MAX, max(DRAIN_MIN, ring_bytes / (4 * FILL_RATE)))
+    copied out). Between two looks at most FILL_RATE * wait bytes arrive,
+    never more than half the ring; copying at `ring - 2 * that` leaves room
+    for a look that comes late. A ring of under ~3 MiB is copied out at
+    every look, as soon as it holds anything, and looked at more often than
+    DRAIN_MIN if half of it would fill sooner."""
+    shortest = min(DRAIN_MIN, ring_bytes / (2 * FILL_RATE))
+    wait = min(DRAIN_MAX, max(shortest, ring_bytes / (4 * FILL_RATE)))
     return wait, max(0, ring_bytes - int(2 * FILL_RATE * wait))
 
 
@@ -400,12 +402,13 @@ class Recording:
         """Drain until the reader has caught up with the producer; a record
         still being written when we stop would otherwise hold back everything
         after it. Returns 1 if it never caught up (at least one record lost)."""
-        give_up = time.monotonic() + deadline
+        give_up = 0.0  # counted from the end of the first pass, which may copy a whole run
         while True:
             for ring, spans in zip(self.program.rings, self._spans, strict=True):
                 ring.drain(spans)
             if all(ring.caught_up() for ring in self.program.rings):
                 return 0
+            give_up = give_up or time.monotonic() + deadline
             if time.monotonic() >= give_up:
                 return 1
             time.sleep(0.001)
