@@ -508,6 +508,13 @@ def test_engine_process_is_never_traced(program):
     assert summary(t) == {"self->self:tcp0#0": (11, b"child hello", [("self", "recvfrom", 11)])}
 
 
+def start_in_cgroup(group: Path, cpu: int, *tnode_args: str) -> subprocess.Popen:
+    """tnode.py with these (shell-quoted) arguments, in cgroup `group`, pinned to `cpu`."""
+    return subprocess.Popen(
+        ["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec taskset -c {cpu} "
+                     f"{sys.executable} -S {TNODE_PY} {' '.join(tnode_args)}"])
+
+
 def test_one_ring_per_cpu_merged_by_time(program):
     """Two processes pinned to different CPUs write to their CPUs' rings; the
     recording merges the rings into one stream in time order, losing nothing."""
@@ -521,10 +528,8 @@ def test_one_ring_per_cpu_merged_by_time(program):
     group.mkdir()
     recording = program.record({cgroup_id(group): "pinned"})
     try:
-        children = [subprocess.Popen(
-            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec taskset -c {cpu} '
-                         f'{sys.executable} -S {TNODE_PY} loopback-pair "hello from {cpu}"'])
-            for cpu in (cpus[0], cpus[-1])]
+        children = [start_in_cgroup(group, cpu, "loopback-pair", f"'hello from {cpu}'")
+                    for cpu in (cpus[0], cpus[-1])]
         assert [c.wait(timeout=20) for c in children] == [0, 0]
     finally:
         recorded = recording.stop()
@@ -540,9 +545,7 @@ def test_one_ring_per_cpu_merged_by_time(program):
 
 def pingpong_in_cgroup(group: Path, round_trips: int, cpu: int) -> None:
     """A loopback ping-pong in `group`, on one CPU (so: in one ring)."""
-    child = subprocess.Popen(
-        ["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec taskset -c {cpu} "
-                     f"{sys.executable} -S {TNODE_PY} pingpong {round_trips}"])
+    child = start_in_cgroup(group, cpu, "pingpong", str(round_trips))
     try:
         assert child.wait(timeout=60) == 0
     finally:

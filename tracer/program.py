@@ -367,7 +367,7 @@ def drain_schedule(ring_bytes: int) -> tuple[float, int]:
 class Recording:
     """One run's recording: a thread copies committed spans out of a ring
     buffer only when it passes its high-water mark (drain_schedule), so that
-    a run the rings can hold is not disturbed by copying at all; the rest is
+    a run that stays under it is not disturbed by copying at all; the rest is
     copied, and the records split, merged and decoded, in stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:

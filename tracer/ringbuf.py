@@ -95,7 +95,7 @@ class RingReader:
         return _U64.unpack_from(self._data, 0)[0] - self._consumer_pos.value
 
     def caught_up(self) -> bool:
-        return self._consumer_pos.value == _U64.unpack_from(self._data, 0)[0]
+        return self.filled() == 0
 
     def close(self) -> None:
         del self._consumer_pos  # a ctypes view pins the mmap open
