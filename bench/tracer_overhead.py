@@ -94,7 +94,7 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
         rps = _requests_per_second(done.stdout.read_text())
         # CPU time per request: redis-server and redis-benchmark (their
         # cgroups: the tracer's BPF programs run in their context and count
-        # there) plus, when tracing, the ring-buffer reader thread of this
+        # there) plus, when tracing, the record-ring reader thread of this
         # process while the recording went on (a little longer than the
         # benchmark). What the rings still held at the end is copied after
         # the run, apart: final_us.
@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--idle", action="store_true",
                         help="add rounds with the tracer attached but recording nothing")
     parser.add_argument("--ring-mib", type=int, default=16, metavar="MIB",
-                        help="all ring buffers together (a power of two; default 16, "
+                        help="all record rings together (a power of two; default 16, "
                              "the tracer's)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
@@ -184,7 +184,7 @@ def main() -> None:
                                                 Path(tmp)))
                     continue
                 with TraceProgram(payload_bytes=args.payload,
-                                  ringbuf_pages=ring_pages) as program:
+                                  ring_pages=ring_pages) as program:
                     time.sleep(SETTLE)
                     rows[mode].append(one_round(mode, args.requests, args.clients, program,
                                                 Path(tmp)))
@@ -194,7 +194,7 @@ def main() -> None:
     matched, total = matched_requests(traced)
     print(f"redis-benchmark -n {args.requests} -c {args.clients} -t set,get, "
           f"{args.rounds} interleaved rounds, bop-bpf with {args.payload} payload bytes, "
-          f"{rows['bop-bpf'][-1]['ring_mib']} MiB of ring buffers")
+          f"{rows['bop-bpf'][-1]['ring_mib']} MiB of record rings")
     clean = [i for i in range(args.rounds) if all(rows[m][i]["foreign"] == 0 for m in rows)]
     summary = {"all": summarize(rows, range(args.rounds), "all rounds")}
     if clean and len(clean) < args.rounds:
@@ -204,7 +204,7 @@ def main() -> None:
         print("  (every round ran with another syscall tracer loaded on the host)")
     reader = statistics.median(r["reader_us"] for r in rows["bop-bpf"])
     final = statistics.median(r["final_us"] for r in rows["bop-bpf"])
-    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the ring-buffer reader; "
+    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the record-ring reader; "
           f"copying what the rings held at the end took {final:.2f} us more (not included)")
     events = [r["events"] for r in rows["bop-bpf"]]
     lost = [r["lost"] for r in rows["bop-bpf"]]

@@ -31,6 +31,7 @@ _Static_assert(sizeof(struct fault_state) == FAULT_STATE_SIZE, "fault_state layo
 _Static_assert(sizeof(struct flow_key) == FLOW_KEY_SIZE, "flow_key layout");
 _Static_assert(sizeof(struct flow_rule) == FLOW_RULE_SIZE, "flow_rule layout");
 _Static_assert(sizeof(struct ev_fault) == EV_FAULT_SIZE, "ev_fault layout");
+_Static_assert(sizeof(struct ev_fault) <= RECORD_SIZE, "ev_fault fits a record slot");
 
 struct chan_count_key {
     u64 cgroup;

@@ -16,16 +16,15 @@
  * cgroup id read from the task, one task-storage lookup per program.
  * docs/performance.md has the measurements.
  *
- * Other compile-time parameters: PAYLOAD_N, RINGBUF_PAGES, SELF_TGID,
+ * Other compile-time parameters: PAYLOAD_N, RING_SLOTS, NR_RINGS, SELF_TGID,
  * ANCESTOR_LEVEL (0 = exact cgroup match only), MMSG_MAX, DROP_EAGAIN,
- * WAKEUP_FLAGS (0, or BPF_RB_NO_WAKEUP = 1 for a polling consumer),
  * KFUNC_CAST and the BTF ids it needs (BTF_FUNC_RDONLY_CAST, BTF_T_*).
  */
 #include <uapi/linux/ptrace.h>
 #include "trace.h"
 
-#ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 2048           /* 8 MiB */
+#ifndef RING_SLOTS
+#define RING_SLOTS 32768             /* per CPU: 7 MiB of 224-byte slots */
 #endif
 #ifndef MMSG_MAX
 #define MMSG_MAX 8
@@ -35,9 +34,6 @@
 #endif
 #ifndef DROP_EAGAIN
 #define DROP_EAGAIN 0
-#endif
-#ifndef WAKEUP_FLAGS
-#define WAKEUP_FLAGS 0
 #endif
 
 #define L_AF_INET 2
@@ -53,9 +49,8 @@
 _Static_assert(sizeof(struct ev_sock) == ((EV_SOCK_SIZE_BASE + PAYLOAD_N + 7) & ~7), "ev_sock layout");
 _Static_assert(sizeof(struct ev_proc) == EV_PROC_SIZE, "ev_proc layout");
 _Static_assert(sizeof(struct ev_tcpstate) == EV_TCPSTATE_SIZE, "ev_tcpstate layout");
-/* Every record reserved here has one size, that of the largest (ev_sock):
- * the reader (tracer/ringbuf.py) checks runs of equal-size records with a
- * few slices instead of one step per record. */
+/* Every record goes into a slot of one size, that of the largest record
+ * (ev_sock): see the rings below. */
 #define RECORD_SIZE sizeof(struct ev_sock)
 _Static_assert(sizeof(struct ev_proc) <= RECORD_SIZE, "ev_proc fits a record");
 _Static_assert(sizeof(struct ev_tcpstate) <= RECORD_SIZE, "ev_tcpstate fits a record");
@@ -89,16 +84,45 @@ struct gather {
     u8 d[2 * PAYLOAD_N + 1];  /* room for gather_iov's last copy (see there) */
 };
 
-/* One ring buffer per CPU (NR_RINGS: the possible CPUs, from the loader).
- * A shared ring's reserve takes one spinlock and writes one producer
- * position for every CPU: the traced client and server, each on its own
- * core, spent ~15% of the tracer's cost there (perf). `events` is CPU 0's
- * ring and the template of the others, which user space creates and puts
- * in `rings`; it reads every ring and merges their records by time. */
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-#if NR_RINGS > 1
-BPF_ARRAY_OF_MAPS(rings, "events", NR_RINGS);
-#endif
+/* Records go to one ring of fixed-size slots per CPU (NR_RINGS: the
+ * possible CPUs), in an mmapable array that user space reads in place
+ * (tracer/ringbuf.py). Why not BPF_MAP_TYPE_RINGBUF: its reserve and submit
+ * (a spinlock taken with interrupts off, two helper calls behind
+ * retpolines) cost ~25 ns more per record here than claiming a slot with
+ * one compare-and-swap and committing it with one store: a send's program
+ * went from ~215 to ~185 ns (bpf_stats, docs/performance.md).
+ *
+ * A slot is a u64 `seq` and one record. The record claimed at ring
+ * position `pos` (head, counted from 0 since load) is committed when its
+ * slot's seq reads its lap, pos / RING_SLOTS + 1: a slot being written
+ * holds that with SEQ_PENDING set, a slot of the previous lap one less, and
+ * the reader stops at the first slot that is not committed. (The lap, not
+ * the position: a run of committed slots then reads one repeated value,
+ * which the reader checks at C speed.) The head only
+ * moves while it is less than RING_SLOTS ahead of the tail (the reader's
+ * position, which only the reader writes), so a slot is never reused
+ * before it is read. Claims are atomic, so a program interrupted on its CPU
+ * by another of ours (softirq, preemption) just takes the next slot. */
+#define SLOT_SIZE (RECORD_SIZE + 8)
+#define SEQ_PENDING (1ULL << 63)
+#define L_BPF_F_MMAPABLE 1024
+struct slot {
+    u64 seq;
+    u64 rec[(EV_SOCK_SIZE_BASE + PAYLOAD_N + 7) / 8];  /* RECORD_SIZE: bcc garbles a sizeof() here */
+};
+struct ring_ctl {   /* head and tail on cache lines of their own */
+    u64 head;       /* next position to claim: written by the programs */
+    u64 _head_line[7];
+    u64 tail;       /* first position not yet read: written by the reader */
+    u64 _tail_line[7];
+};
+BPF_F_TABLE("array", u32, struct slot, slots, NR_RINGS * RING_SLOTS, L_BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct ring_ctl, ring_ctl, NR_RINGS, L_BPF_F_MMAPABLE);
+_Static_assert(sizeof(struct slot) == SLOT_SIZE, "slot layout");
+_Static_assert((RING_SLOTS & (RING_SLOTS - 1)) == 0, "RING_SLOTS is a power of two");
+/* tries at claiming a slot before the record counts as lost: a claim fails
+ * only when another program of ours on this CPU claimed one in between */
+#define CLAIM_TRIES 4
 BPF_HASH(cgroups, u64, u32, 1024);            /* traced cgroup v2 ids */
 /* User space bumps scope_gen[0] after each change of `cgroups`. A thread's
  * stash remembers that it was in scope (its cgroup, this generation), so its
@@ -119,25 +143,51 @@ static __always_inline void cnt_inc(u32 idx)
         (*c)++;
 }
 
-/* Room for one record in this CPU's ring, or NULL: counted as lost. */
+/* Room for one record of up to RECORD_SIZE bytes (every slot has that room)
+ * in this CPU's ring, or NULL (the ring is full: counted as lost). Every
+ * record reserved must be submitted: the reader waits at a claimed slot
+ * until it is, and unlike a BPF ring buffer's, the verifier does not check
+ * that it will be. */
 static __always_inline void *reserve_record(u64 size)
 {
-#if NR_RINGS > 1
     u32 cpu = bpf_get_smp_processor_id();
-    void *ring = rings.lookup(&cpu);
-    void *e = ring ? bpf_ringbuf_reserve(ring, size, 0) : 0;
-#else
-    void *e = events.ringbuf_reserve(size);
-#endif
-    if (!e)
-        cnt_inc(CNT_LOST_RINGBUF);
-    return e;
+    struct ring_ctl *ctl = ring_ctl.lookup(&cpu);
+    if (!ctl || cpu >= NR_RINGS)
+        goto lost;
+    u64 pos = 0;
+    int claimed = 0;
+#pragma unroll
+    for (int i = 0; i < CLAIM_TRIES; i++) {
+        u64 head = *(volatile u64 *)&ctl->head;
+        if (head - *(volatile u64 *)&ctl->tail >= RING_SLOTS)
+            break;
+        if (__sync_val_compare_and_swap(&ctl->head, head, head + 1) == head) {
+            pos = head;
+            claimed = 1;
+            break;
+        }
+    }
+    if (!claimed)
+        goto lost;
+    u32 idx = cpu * RING_SLOTS + (u32)(pos & (RING_SLOTS - 1));
+    struct slot *slot = slots.lookup(&idx);
+    if (!slot)
+        goto lost;  /* cannot happen: idx < NR_RINGS * RING_SLOTS */
+    slot->seq = (pos / RING_SLOTS + 1) | SEQ_PENDING;
+    return slot->rec;
+lost:
+    cnt_inc(CNT_LOST_RINGBUF);
+    return 0;
 }
 
 static __always_inline void submit_record(void *e)
 {
     cnt_inc(CNT_EMITTED);
-    bpf_ringbuf_submit(e, WAKEUP_FLAGS);
+    u64 *seq = (u64 *)((u8 *)e - 8);
+    u64 committed = *seq & ~SEQ_PENDING;
+    /* the record's stores first: x86 keeps stores in order, clang must too */
+    asm volatile("" ::: "memory");
+    *(volatile u64 *)seq = committed;
 }
 
 /* Kernel memory access. With KFUNC_CAST (the default where the kernel has

@@ -72,7 +72,7 @@ def print_trace(trace: Trace, path: object, console: Console | None = None) -> N
                           "('ldfi export' prints them all)")
     if not trace.complete:
         console.print(f"[bold yellow]INCOMPLETE TRACE[/]: the kernel lost {trace.lost_events} "
-                      "events (ring buffer full); messages may be missing")
+                      "events (record ring full); messages may be missing")
 
 
 def print_faults(reports: list[FaultReport], console: Console | None = None) -> None:

@@ -570,7 +570,7 @@ def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
     group = root / f"ldfi-hwtest-{os.getpid()}"
     group.mkdir()
     try:
-        with TraceProgram(payload_bytes=64, ringbuf_pages=pages) as program:
+        with TraceProgram(payload_bytes=64, ring_pages=pages) as program:
             wait, high_water = drain_schedule(program.rings[0].size)
             assert 0 < high_water < program.rings[0].size
             for round_trips in (500, 30000):

@@ -36,13 +36,14 @@ COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 # The reader leaves a ring alone until it is past its high-water mark
 # (drain_schedule), so that a run that stays under it is not touched by the
 # reader until it ends, and a long run is copied out in big spans. It looks
-# at the rings every DRAIN_MIN..DRAIN_MAX s (less for rings under 3 MiB),
-# often enough that a ring cannot fill between two looks at FILL_RATE bytes/s
-# (1.4M records/s into one CPU's ring: more than one core here produces).
+# at the rings every DRAIN_MIN..DRAIN_MAX s (less for rings under 6 MiB),
+# often enough that a ring cannot fill between two looks at FILL_RATE bytes/s:
+# 2.9M records/s into one CPU's ring. bench/syscall_cost.py's loop, one core
+# doing nothing but traced UDP sends and receives, makes 2.2M/s on the
+# faster of our hosts; at the 1.4M/s this was once sized for, it lost
+# records whenever the reader's core was late.
 DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
-FILL_RATE = 320e6
-_BPF_RB_NO_WAKEUP = 1
-_BPF_MAP_TYPE_RINGBUF = 27
+FILL_RATE = 640e6
 RING_MIN_PAGES = 256  # 1 MiB: the smallest ring a CPU gets
 _BPF_PSEUDO_KFUNC_CALL = 2
 # Loaded with the rest but attached only for runs that arm send triggers
@@ -66,7 +67,7 @@ class TracerUnavailable(RuntimeError):
 @dataclass
 class RecordedRun:
     events: list[Event]
-    lost_events: int  # events not recorded: ring buffer full, stash full, mmsg past MMSG_MAX
+    lost_events: int  # events not recorded: ring full, stash full, mmsg past MMSG_MAX
     counters: dict[str, int] = field(default_factory=dict)
     reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
     ring_bytes: list[int] = field(default_factory=list)  # drained from each CPU's ring
@@ -78,64 +79,65 @@ class RecordedRun:
 
 
 class TraceProgram:
-    """`ringbuf_pages`: the pages of all ring buffers together (one per CPU,
-    each a power of two of at least RING_MIN_PAGES)."""
+    """`ring_pages`: the memory of all record rings together, in pages (one
+    ring per CPU, each at least RING_MIN_PAGES; each holds a power of two of
+    record slots, as many as fit)."""
 
-    def __init__(self, payload_bytes: int = 64, ringbuf_pages: int = 4096) -> None:
+    def __init__(self, payload_bytes: int = 64, ring_pages: int = 4096) -> None:
         if not 0 <= payload_bytes <= 4096:
             raise ValueError("payload_bytes must be between 0 and 4096")
-        if ringbuf_pages <= 0 or ringbuf_pages & (ringbuf_pages - 1):
-            raise ValueError("ringbuf_pages must be a power of two")
+        if ring_pages <= 0 or ring_pages & (ring_pages - 1):
+            raise ValueError("ring_pages must be a power of two")
         self.payload_bytes = payload_bytes
         _require_bcc()
         from bcc.utils import get_possible_cpus
 
         nr_rings = len(get_possible_cpus())
-        ring_pages = max(RING_MIN_PAGES, ringbuf_pages >> (nr_rings - 1).bit_length())
+        cpu_pages = max(RING_MIN_PAGES, ring_pages >> (nr_rings - 1).bit_length())
+        ring_bytes = cpu_pages * mmap.PAGESIZE
+        self.slot_size = record_size(payload_bytes) + 8
+        ring_slots = 1 << (ring_bytes // self.slot_size).bit_length() - 1  # a power of two
         started = time.perf_counter()
-        self.bpf, self.typed_loads = _compile(payload_bytes, ring_pages, nr_rings)
+        self.bpf, self.typed_loads = _compile(payload_bytes, ring_slots, nr_rings)
         self.load_seconds = time.perf_counter() - started
-        self._ring_fds: list[int] = []  # the rings of CPUs 1.. (CPU 0's is the map `events`)
+        self._maps: list[tuple[mmap.mmap, memoryview]] = []
+        self.rings: list[RingReader] = []
         try:
-            fds = [self.bpf[b"events"].map_fd, *self._more_rings(nr_rings - 1, ring_pages)]
+            slots = self._map_array(b"slots", mmap.PROT_READ)
+            ctl = self._map_array(b"ring_ctl", mmap.PROT_READ | mmap.PROT_WRITE)
+            stride = ring_slots * self.slot_size
+            self.rings = [RingReader(slots[cpu * stride:(cpu + 1) * stride], ctl, cpu,
+                                     self.slot_size) for cpu in range(nr_rings)]
+            del slots, ctl
         except BaseException:
             self.close()
             raise
-        self.rings = [RingReader(fd, ring_pages, record_size(payload_bytes)) for fd in fds]
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
         self.send_syscalls_attached = False
 
-    def _more_rings(self, count: int, pages: int) -> list[int]:
-        """Create `count` ring buffers like `events` and put them in `rings`
-        (bpf/trace.bpf.c picks a CPU's ring there)."""
-        from bcc import lib
-
-        lib.bcc_create_map.restype = ct.c_int
-        lib.bcc_create_map.argtypes = [ct.c_int, ct.c_char_p] + [ct.c_int] * 4
-        for cpu in range(1, count + 1):
-            fd = lib.bcc_create_map(_BPF_MAP_TYPE_RINGBUF, f"events_{cpu}".encode(), 0, 0,
-                                    pages * mmap.PAGESIZE, 0)
-            if fd < 0:
-                raise TracerUnavailable(f"cannot create ring buffer {cpu} ({os.strerror(-fd)}): "
-                                        "'ldfi doctor' shows what is missing")
-            self._ring_fds.append(fd)
-        rings = self.bpf[b"rings"] if count else None
-        for cpu, fd in enumerate([self.bpf[b"events"].map_fd, *self._ring_fds]):
-            if rings is not None:
-                rings[ct.c_int(cpu)] = ct.c_int(fd)
-        return list(self._ring_fds)
+    def _map_array(self, name: bytes, prot: int) -> memoryview:
+        """An mmapable array's values, mapped shared (bpf/trace.bpf.c's rings)."""
+        table = self.bpf[name]
+        size = table.max_entries * ct.sizeof(table.Leaf)
+        size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        mapped = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, prot)
+        view = memoryview(mapped)
+        self._maps.append((mapped, view))
+        return view
 
     def close(self) -> None:
         """Detach and unload every program and map (they also go when the
         process exits, however it exits)."""
-        for ring in getattr(self, "rings", []):
+        for ring in self.rings:
             ring.close()
+        self.rings = []
+        for mapped, view in getattr(self, "_maps", []):
+            view.release()
+            mapped.close()
+        self._maps = []
         self.bpf.cleanup()
-        for fd in self._ring_fds:
-            os.close(fd)
-        self._ring_fds.clear()
 
     def __enter__(self) -> TraceProgram:
         return self
@@ -231,7 +233,7 @@ def _require_bcc() -> None:
         ) from None
 
 
-def _compile(payload_bytes: int, ringbuf_pages: int, nr_rings: int) -> tuple[Any, bool]:
+def _compile(payload_bytes: int, ring_slots: int, nr_rings: int) -> tuple[Any, bool]:
     """(bcc.BPF, whether its kernel reads are typed loads rather than helper calls)"""
     try:
         types = btf.BTF()
@@ -243,9 +245,8 @@ def _compile(payload_bytes: int, ringbuf_pages: int, nr_rings: int) -> tuple[Any
             "the kernel needs CONFIG_DEBUG_INFO_BTF=y"
         ) from None
     cflags = [*btf.cflags(offsets), *btf.cflags(kernel), f"-I{BPF_DIR}",
-              f"-DPAYLOAD_N={payload_bytes}", f"-DRINGBUF_PAGES={ringbuf_pages}",
-              f"-DNR_RINGS={nr_rings}",
-              f"-DSELF_TGID={os.getpid()}", f"-DWAKEUP_FLAGS={_BPF_RB_NO_WAKEUP}"]
+              f"-DPAYLOAD_N={payload_bytes}", f"-DRING_SLOTS={ring_slots}",
+              f"-DNR_RINGS={nr_rings}", f"-DSELF_TGID={os.getpid()}"]
     source = program_source().encode()
     bpf_class = _bpf_class()
     bpf_class.kfunc_ids = frozenset(v for k, v in kernel.items() if k.startswith("BTF_FUNC_") and v)
@@ -356,7 +357,7 @@ def drain_schedule(ring_bytes: int) -> tuple[float, int]:
     """(seconds between looks at a ring, fill in bytes past which it is
     copied out). Between two looks at most FILL_RATE * wait bytes arrive,
     never more than half the ring; copying at `ring - 2 * that` leaves room
-    for a look that comes late. A ring of under ~3 MiB is copied out at
+    for a look that comes late. A ring of under ~6 MiB is copied out at
     every look, as soon as it holds anything, and looked at more often than
     DRAIN_MIN if half of it would fill sooner."""
     shortest = min(DRAIN_MIN, ring_bytes / (2 * FILL_RATE))
@@ -376,7 +377,7 @@ class Recording:
         self._stopping = threading.Event()
         for ring in program.rings:
             ring.drain(None)  # a previous run's stragglers go nowhere
-        self._spans = [SpanBuffer() for _ in program.rings]
+        self._spans = [SpanBuffer(program.slot_size) for _ in program.rings]
         self._reader_cpu = 0.0
         self._before = program.counters()
         program._scope(self.nodes, traced=True)
@@ -431,8 +432,14 @@ class Recording:
         delta["lost_ringbuf"] += behind
         decoder = Decoder(self.nodes)
         ring_bytes = [spans.size for spans in self._spans]
-        records = merge_by_time([split_records([spans.read()]) for spans in self._spans])
-        events = [e for e in map(decoder.decode, records) if e is not None]
+        try:
+            records = merge_by_time([split_records(spans.read(), self.program.slot_size)
+                                     for spans in self._spans])
+            events = [e for e in map(decoder.decode, records) if e is not None]
+            del records  # its generators hold views of the chunks
+        finally:
+            for spans in self._spans:
+                spans.close()  # the decoded events copied what they keep
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
         return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes,
                            final_drain_cpu=final_drain_cpu)

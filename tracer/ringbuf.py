@@ -1,188 +1,176 @@
-"""Read a BPF ring buffer by copying whole committed spans.
+"""Read the tracer's per-CPU record rings by copying whole committed spans.
 
-Why not bcc's ring_buffer_poll? It calls back into Python once per record
-and is woken by the kernel once per record: tracing redis-benchmark that is
-~800k wake-ups and Python calls per run, and on a 2-core machine the
-consumer's CPU comes straight out of the traced system's throughput
-(measured: redis at ~0.5x of untraced). Here the kernel submits with
-BPF_RB_NO_WAKEUP, and a thread copies everything committed so far with one
-write into a memfd, only when a ring passes its high-water mark and when the
-run ends (tracer/program.py drain_schedule); finding where the committed records end
-takes a few slices per span (every record has the same size), and records
+The kernel side (bpf/trace.bpf.c, "Records go to one ring of fixed-size
+slots per CPU") writes records into an mmapable array: one ring of
+RING_SLOTS slots per CPU, each slot a u64 `seq` and one record. The record
+at ring position p is committed once its slot's seq reads p's lap,
+p // RING_SLOTS + 1. A control array holds each ring's head (claimed by the
+programs) and tail (ours: the first position not yet read); the programs
+never claim more than a ring's worth of slots past the tail.
+
+Why not bcc's ring_buffer_poll, or a BPF ring buffer at all? The poll calls
+back into Python once per record and is woken once per record (redis at
+~0.5x of untraced), and a BPF ring buffer's reserve and submit cost ~25 ns
+more per record in the kernel than this ring's compare-and-swap and store.
+Here nothing wakes us: a thread copies everything committed so far into
+pooled memory (SpanBuffer), only when a ring passes its high-water mark and
+when the run ends (tracer/program.py drain_schedule); finding where the
+committed records end takes a few C-level comparisons per span, and records
 are split only when decoded after the run. See docs/performance.md.
-
-Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we
-write it), page 1 the producer position, then the data area, mapped twice in
-a row so that a record never wraps. Each record has an 8-byte header: its
-length, with BUSY (not yet submitted) and DISCARD bits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import heapq
 import mmap
-import os
 import struct
 import threading
 from collections.abc import Iterator
 
-_BUSY = 0x80000000
-_DISCARD = 0x40000000
-_LEN = 0x3FFFFFFF
 _U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
-_POOL: list[int] = []  # memfds of read SpanBuffers, pages kept for the next run
+_POOL: list[mmap.mmap] = []  # chunks of closed SpanBuffers, kept for the next run
+_ANON_POPULATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 _POOL_LOCK = threading.Lock()
+CTL_SIZE = 128  # struct ring_ctl: head and tail on cache lines of their own
+# Slots are released to the programs after each chunk copied, not after a
+# whole span: copying a full ring takes milliseconds, while it keeps filling.
+CHUNK_BYTES = 1 << 20
+_TAIL_OFFSET = 64
 
 
 class RingReader:
-    """`record_size`: the size most records have (the kernel side reserves
-    that one size for nearly everything). Runs of such records are checked
-    with a few C-level slices instead of one Python step per record; any
-    other record (a different size, busy, discarded) is stepped over alone."""
+    """One CPU's ring: `slots` is its part of the mmapped slot array (read
+    only), `ctl` the mmapped control array, `cpu` its index there."""
 
-    def __init__(self, map_fd: int, pages: int, record_size: int = 0) -> None:
-        page = mmap.PAGESIZE
-        self.size = pages * page
-        self.mask = self.size - 1
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
-                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        # The kernel reads this position concurrently: it must change in one
-        # aligned 8-byte store. struct.pack_into copies bytes, and a torn
-        # value made the kernel see a full ring and drop records.
-        self._consumer_pos = ct.c_uint64.from_buffer(self._consumer)
-        self._data = mmap.mmap(map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ,
-                               offset=page)
-        self._view = memoryview(self._data)
-        self._words = self._view.cast("I")  # the data area as u32s: header words
-        self._page = page
-        # a committed record of record_size: header word == record_size exactly
-        self._stride = (record_size + 15) & ~7 if record_size else 0
-        self._committed = _U32.pack(record_size) * (self.size // self._stride if record_size else 0)
+    def __init__(self, slots: memoryview, ctl: memoryview, cpu: int, slot_size: int) -> None:
+        if slot_size % 8 or len(slots) % slot_size:
+            raise ValueError("slots must be whole 8-byte aligned slots")
+        self.slot_size = slot_size
+        self.nslots = len(slots) // slot_size
+        if self.nslots & (self.nslots - 1):
+            raise ValueError("a ring's slot count must be a power of two")
+        self.size = len(slots)
+        self._slots = slots
+        self._seqs = slots.cast("Q")[::slot_size // 8]  # every slot's seq word
+        # The programs read the tail concurrently: it must change in one
+        # aligned 8-byte store (a torn value once made the kernel side see a
+        # full ring), which a ctypes u64 gives and struct.pack_into does not.
+        self._head = ct.c_uint64.from_buffer(ctl, cpu * CTL_SIZE)
+        self._tail = ct.c_uint64.from_buffer(ctl, cpu * CTL_SIZE + _TAIL_OFFSET)
 
     def drain(self, into: SpanBuffer | None) -> int:
-        """Copy the committed span into `into` (None: drop it) and release it;
-        return its size in bytes."""
-        data, page, mask = self._data, self._page, self.mask
-        consumer = start = self._consumer_pos.value
-        producer = _U64.unpack_from(data, 0)[0]
-        stride, step = self._stride, self._stride // 4
-        while consumer < producer:
-            if stride:
-                # header words of the next n records, were they all of
-                # record_size (the data area is mapped twice: no wrap here)
-                n = (producer - consumer) // stride
-                w = (page + (consumer & mask)) // 4
-                run = _committed_run(self._words[w:w + n * step:step], self._committed)
-                consumer += run * stride
-                if consumer >= producer:
-                    break
-            # one record of another size, or not committed yet
-            length = _U32.unpack_from(data, page + (consumer & mask))[0]
-            if length & _BUSY:  # reserved but not yet submitted: stop here
-                break
-            consumer += ((length & _LEN) + 15) & ~7  # header + data, 8-aligned
-        if consumer > start:
-            if into is not None:
-                offset = page + (start & mask)
-                into.add(self._view[offset:offset + (consumer - start)])
-            self._consumer_pos.value = consumer
-        return consumer - start
+        """Copy the committed records past the tail into `into` (None: drop
+        them) and release their slots; return the bytes taken."""
+        start = tail = self._tail.value
+        head = self._head.value
+        chunk = max(1, CHUNK_BYTES // self.slot_size)
+        while tail < head:
+            first = tail & (self.nslots - 1)
+            n = min(head - tail, self.nslots - first, chunk)  # not past the end of the slots
+            lap = tail // self.nslots + 1  # every slot of [first, first + n) is in it
+            done = _committed_run(self._seqs[first:first + n], lap)
+            if done and into is not None:
+                into.add(self._slots[first * self.slot_size:(first + done) * self.slot_size])
+            tail += done
+            self._tail.value = tail  # each chunk's slots go back to the programs at once
+            if done < n:
+                break  # a slot still being written: the rest waits for the next look
+        return (tail - start) * self.slot_size
 
     def filled(self) -> int:
-        """Bytes between the consumer and the producer: records not yet drained."""
-        return _U64.unpack_from(self._data, 0)[0] - self._consumer_pos.value
+        """Bytes claimed past the tail: records not yet drained."""
+        return (self._head.value - self._tail.value) * self.slot_size
 
     def caught_up(self) -> bool:
         return self.filled() == 0
 
     def close(self) -> None:
-        del self._consumer_pos  # a ctypes view pins the mmap open
-        self._words.release()
-        self._view.release()
-        self._data.close()
-        self._consumer.close()
+        del self._head, self._tail  # ctypes views pin their buffer
+        self._seqs.release()
+        self._slots.release()
 
 
 class SpanBuffer:
-    """Where drained spans are copied to, until the run is decoded: a memfd.
+    """Where drained spans are copied to, until the run is decoded: chunks of
+    anonymous memory, taken from and given back to a pool that the runs of
+    this process share (an engine records many runs in one process).
 
-    Why not a bytes object per span: fresh user memory faults in one 4 KiB
-    page at a time, and those faults were most of the reader's CPU (~22k of
-    them for a 400k-record run; transparent huge pages are not granted on the
-    project's VM). os.write() copies from the ring's mapping straight into
-    the memfd's pages, allocated in the kernel without a fault: ~40% less CPU
-    per record. The spans follow each other in the file, each ending at a
-    record boundary, so the file reads back as one span.
+    Why a pool: fresh user memory faults in one 4 KiB page at a time, and
+    those faults were most of the reader's CPU (~22k of them for a
+    400k-record run; transparent huge pages are not granted on the project's
+    VM). A new chunk is populated by the kernel in one go (MAP_POPULATE), and
+    a reused one is already there: a 224-byte record then costs ~25 ns to
+    copy, against ~48 ns with os.pwrite into a memfd's existing pages (the
+    previous design) and ~90 ns into fresh ones. The chunks are decoded
+    where they are, with no copy into one buffer after the run. Each chunk
+    holds whole slots only, so no record is split between two."""
 
-    Allocating those pages is still half of the copy's cost (measured: ~90 ns
-    per 224-byte record into fresh pages, ~40 ns into pages the file already
-    has), so a buffer's memfd goes back to a small pool when the run is read,
-    keeping up to KEEP_BYTES of its pages for the next run of this process
-    (an engine records many runs in one process). Bytes past `size` are a
-    previous run's and are never read."""
+    CHUNK_BYTES = 4 << 20
+    KEEP_CHUNKS = 16  # 64 MiB kept for the next run
 
-    KEEP_BYTES = 64 << 20
-    POOL_MAX = 2
-
-    def __init__(self) -> None:
-        with _POOL_LOCK:
-            fd = _POOL.pop() if _POOL else -1
-        self._fd = fd if fd >= 0 else os.memfd_create("ldfi-trace", os.MFD_CLOEXEC)
+    def __init__(self, slot_size: int) -> None:
+        self._usable = self.CHUNK_BYTES // slot_size * slot_size
+        self._chunks: list[mmap.mmap] = []
+        self._views: list[memoryview] = []
+        self._fill = self._usable  # of the last chunk: none yet
         self.size = 0
 
     def add(self, span: memoryview) -> None:
         done = 0
         while done < len(span):
-            done += os.pwrite(self._fd, span[done:], self.size + done)
+            if self._fill == self._usable:
+                self._new_chunk()
+            n = min(len(span) - done, self._usable - self._fill)
+            self._views[-1][self._fill:self._fill + n] = span[done:done + n]
+            self._fill += n
+            done += n
         self.size += done
 
-    def read(self) -> memoryview:
-        """Everything added, as one span; the buffer is closed."""
-        try:
-            data = bytearray(self.size)
-            view = memoryview(data)
-            done = 0
-            while done < self.size:
-                got = os.preadv(self._fd, [view[done:]], done)
-                if got <= 0:
-                    raise OSError(f"trace spans: read {done} of {self.size} bytes")
-                done += got
-            return view
-        finally:
-            self.close()
+    def _new_chunk(self) -> None:
+        with _POOL_LOCK:
+            chunk = _POOL.pop() if _POOL else None
+        if chunk is None:
+            chunk = mmap.mmap(-1, self.CHUNK_BYTES, flags=_ANON_POPULATE)
+        self._chunks.append(chunk)
+        self._views.append(memoryview(chunk))
+        self._fill = 0
+
+    def read(self) -> list[memoryview]:
+        """Everything added, as spans (valid until close())."""
+        if not self._views:
+            return []
+        return [*self._views[:-1], self._views[-1][:self._fill]]
 
     def close(self) -> None:
-        """Give the memfd (and up to KEEP_BYTES of its pages) back to the pool."""
-        fd, self._fd = self._fd, -1
-        if fd < 0:
-            return
-        try:
-            if os.fstat(fd).st_size > self.KEEP_BYTES:
-                os.ftruncate(fd, self.KEEP_BYTES)
+        """Give the chunks back to the pool (the rest to the kernel)."""
+        chunks, self._chunks = self._chunks, []
+        for view in self._views:
+            view.release()
+        self._views = []
+        for chunk in chunks:
             with _POOL_LOCK:
-                if len(_POOL) < self.POOL_MAX:
-                    _POOL.append(fd)
-                    return
-        except OSError:
-            pass
-        os.close(fd)
+                if len(_POOL) < self.KEEP_CHUNKS:
+                    _POOL.append(chunk)
+                    continue
+            with contextlib.suppress(BufferError):  # a record still viewed: GC closes it
+                chunk.close()
 
     __del__ = close
 
 
-def _committed_run(words: memoryview, committed: bytes) -> int:
-    """How many of `words` (header words, in order) equal the committed
-    record_size word before the first that does not: compared in C, halving."""
-    raw = words.tobytes()
-    n = len(raw) // 4
-    if raw == committed[:4 * n]:
-        return n
-    lo, hi = 0, n  # raw[:4*lo] matches; raw[:4*hi] does not
+def _committed_run(seqs: memoryview, lap: int) -> int:
+    """How many of `seqs` (slots' seq words, in ring order) read `lap`
+    before the first that does not: compared in C, halving."""
+    raw = seqs.tobytes()
+    expected = _U64.pack(lap) * len(seqs)
+    if raw == expected:
+        return len(seqs)
+    lo, hi = 0, len(seqs)  # raw[:8*lo] matches; raw[:8*hi] does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if raw[:4 * mid] == committed[:4 * mid]:
+        if raw[:8 * mid] == expected[:8 * mid]:
             lo = mid
         else:
             hi = mid
@@ -203,13 +191,9 @@ def _record_time(record: memoryview) -> int:
     return _U64.unpack_from(record, 0)[0]
 
 
-def split_records(spans: list[memoryview]) -> Iterator[memoryview]:
-    """The records of spans taken by RingReader.drain, in order, discards skipped."""
+def split_records(spans: list[memoryview], slot_size: int) -> Iterator[memoryview]:
+    """The records of spans taken by RingReader.drain, in order (each slot
+    is its seq word, then the record)."""
     for span in spans:
-        offset, end = 0, len(span)
-        while offset < end:
-            length = _U32.unpack_from(span, offset)[0]
-            size = length & _LEN
-            if not length & _DISCARD:
-                yield span[offset + 8:offset + 8 + size]
-            offset += (size + 15) & ~7
+        for offset in range(0, len(span) - slot_size + 1, slot_size):
+            yield span[offset + 8:offset + slot_size]
