@@ -20,13 +20,6 @@
 
 BPF_ARRAY(config, u32, CFG_MAX);
 BPF_ARRAY(hits, u64, HIT_MAX);
-/* bcc creates every map at compile time, so on a kernel without ring buffers
- * (before 5.8) the whole file would fail; user space then recompiles with
- * LDFI_NO_RINGBUF and reports only the ring buffer probe missing.
- * 8 pages: the probe sends one record; the size only has to be legal. */
-#ifndef LDFI_NO_RINGBUF
-BPF_RINGBUF_OUTPUT(events, 8);
-#endif
 
 static __always_inline u32 config_get(u32 slot)
 {
@@ -82,23 +75,6 @@ int sock_recv(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
-#ifndef LDFI_NO_RINGBUF
-/* syscalls:sys_enter_getpgid: one record through the ring buffer, carrying a
- * cookie from user space so the reader knows it got this record back. */
-int ringbuf_submit(struct tracepoint__syscalls__sys_enter_getpgid *args)
-{
-    if (!is_self())
-        return 0;
-    struct probe_record *rec = events.ringbuf_reserve(sizeof(*rec));
-    if (!rec)
-        return 0;
-    rec->tgid = bpf_get_current_pid_tgid() >> 32;
-    rec->cookie = config_get(CFG_COOKIE);
-    events.ringbuf_submit(rec, 0);
-    hit(HIT_RINGBUF);
-    return 0;
-}
-#endif
 
 /* syscalls:sys_enter_sched_yield: crash faults kill a node at an exact event
  * with bpf_send_signal; only the victim child's tgid is ever signalled. */

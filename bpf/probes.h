@@ -1,6 +1,6 @@
 /* Shared between bpf/probes.bpf.c and tracer/probes.py (which mirrors these
  * numbers and the record layout with ctypes): the slots user space reads and
- * writes, and the one record the ring buffer probe sends up. */
+ * writes. */
 #ifndef LDFI_PROBES_H
 #define LDFI_PROBES_H
 
@@ -10,8 +10,7 @@ enum probe_config {
     CFG_SELF_TGID = 0,   /* the doctor's own process */
     CFG_VICTIM_TGID = 1, /* the child bpf_send_signal must kill */
     CFG_TCP_PORT = 2,    /* the loopback listener the sock tracepoint must see */
-    CFG_COOKIE = 3,      /* echoed in the ring buffer record, so we know it is ours */
-    CFG_MAX = 4,
+    CFG_MAX = 3,
 };
 
 /* Index into the `hits` array: how often each program saw its event. A probe
@@ -19,21 +18,15 @@ enum probe_config {
 enum probe_hit {
     HIT_SYSCALL = 0,
     HIT_SOCK = 1,
-    HIT_RINGBUF = 2,
-    HIT_SIGNAL = 3,
-    HIT_TC_DROP = 4,
-    HIT_CGROUP_DROP = 5,
-    HIT_KPROBE = 6,
-    HIT_FENTRY = 7,
-    HIT_LSM = 8,
-    HIT_SOCK_SEND = 9,
-    HIT_SOCK_RECV = 10,
-    HIT_MAX = 11,
-};
-
-struct probe_record {
-    __u32 tgid;
-    __u32 cookie;
+    HIT_SIGNAL = 2,
+    HIT_TC_DROP = 3,
+    HIT_CGROUP_DROP = 4,
+    HIT_KPROBE = 5,
+    HIT_FENTRY = 6,
+    HIT_LSM = 7,
+    HIT_SOCK_SEND = 8,
+    HIT_SOCK_RECV = 9,
+    HIT_MAX = 10,
 };
 
 #endif

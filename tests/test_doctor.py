@@ -36,7 +36,7 @@ PROBE_NAMES = [
     "tracefs",
     "syscall_tracepoints",
     "sock_tracepoints",
-    "ringbuf",
+    "record_slots",
     "task_storage",
     "send_signal",
     "netns_veth",

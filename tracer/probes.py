@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import errno
+import mmap
 import os
 import platform
 import secrets
@@ -32,11 +33,10 @@ BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
 PROBES_C = BPF_DIR / "probes.bpf.c"
 
 # Mirrors of bpf/probes.h.
-CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT, CFG_COOKIE = range(4)
+CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT = range(3)
 (
     HIT_SYSCALL,
     HIT_SOCK,
-    HIT_RINGBUF,
     HIT_SIGNAL,
     HIT_TC_DROP,
     HIT_CGROUP_DROP,
@@ -45,11 +45,7 @@ CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT, CFG_COOKIE = range(4)
     HIT_LSM,
     HIT_SOCK_SEND,
     HIT_SOCK_RECV,
-) = range(11)
-
-
-class ProbeRecord(ct.Structure):
-    _fields_ = [("tgid", ct.c_uint32), ("cookie", ct.c_uint32)]
+) = range(10)
 
 
 @dataclass(frozen=True)
@@ -106,8 +102,9 @@ SPECS: dict[str, _Spec] = {
         "TCP connection life cycle (connect/accept pairing, closes) in the lineage, "
         "and reads, writes and sends on sockets (sock_send_length/sock_recv_length)",
     ),
-    "ringbuf": _Spec(
-        "BPF ring buffer", True, "the event stream from the kernel programs to the tracer"
+    "record_slots": _Spec(
+        "record slots (mmapable array + atomics)", True,
+        "the event stream from the kernel programs to the tracer",
     ),
     "task_storage": _Spec(
         "task-local storage",
@@ -360,10 +357,9 @@ def _bcc() -> Any:
 class _Kit:
     """The compiled probe programs, and the maps user space drives them with."""
 
-    def __init__(self, bpf: Any, has_ringbuf: bool) -> None:
+    def __init__(self, bpf: Any) -> None:
         self.bcc = _bcc()
         self.bpf = bpf
-        self.has_ringbuf = has_ringbuf
         self.set(CFG_SELF_TGID, os.getpid())
 
     def load(self, fn_name: str, prog_type: int) -> Any:
@@ -416,28 +412,22 @@ def _headers_dir() -> Path:
 
 
 def compile_probes() -> tuple[_Kit | None, ProbeResult]:
-    """Compile bpf/probes.bpf.c once. On a kernel without ring buffers the map
-    creation fails the whole module, so retry without it before giving up."""
+    """Compile bpf/probes.bpf.c once."""
     try:
         bpf_class = _manual_bpf_class()
     except ImportError as err:
         return None, _result(
             "bcc", False, f"cannot import bcc ({err}): apt-get install python3-bpfcc"
         )
-    cflags = [f"-I{BPF_DIR}"]
-    source = PROBES_C.read_bytes()
     start = time.monotonic()
     with quiet_stderr():
-        for extra, has_ringbuf in (([], True), (["-DLDFI_NO_RINGBUF"], False)):
-            try:
-                bpf = bpf_class(text=source, cflags=cflags + extra)
-            except Exception:
-                continue
-            kit = _Kit(bpf, has_ringbuf)
-            took = time.monotonic() - start
-            detail = f"compiled {PROBES_C.name} in {took:.2f} s against {_headers_dir().resolve()}"
-            return kit, _result("bcc", True, detail)
-    return None, _result("bcc", False, _compile_failure_why())
+        try:
+            bpf = bpf_class(text=PROBES_C.read_bytes(), cflags=[f"-I{BPF_DIR}"])
+        except Exception:  # bcc raises bare Exception for compile/load failures
+            return None, _result("bcc", False, _compile_failure_why())
+    took = time.monotonic() - start
+    detail = f"compiled {PROBES_C.name} in {took:.2f} s against {_headers_dir().resolve()}"
+    return _Kit(bpf), _result("bcc", True, detail)
 
 
 def _compile_failure_why() -> str:
@@ -494,31 +484,54 @@ def probe_sock_tracepoints(kit: _Kit) -> tuple[bool, str]:
     return seen >= 2 and sent >= 1 and received >= 1, detail
 
 
-def probe_ringbuf(kit: _Kit) -> tuple[bool, str]:
-    if not kit.has_ringbuf:
-        return False, "the kernel refused to create a BPF_MAP_TYPE_RINGBUF map (kernel < 5.8?)"
-    cookie = secrets.randbits(31) | 1
-    kit.set(CFG_COOKIE, cookie)
-    got: list[tuple[int, int]] = []
+_RECORD_SLOTS_C = r"""
+/* the tracer's record rings (bpf/trace.bpf.c), in miniature: a program
+ * claims a slot with a compare-and-swap on the head and commits it with a
+ * store; user space reads the array through mmap */
+struct ring { u64 head; u64 seq; u64 tgid; u64 cookie; };
+BPF_F_TABLE("array", u32, struct ring, ring, 1, 1024 /* BPF_F_MMAPABLE */);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) {
+    u64 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (tgid != SELF_TGID) return 0;
+    u32 zero = 0;
+    struct ring *r = ring.lookup(&zero);
+    if (!r) return 0;
+    u64 head = *(volatile u64 *)&r->head;
+    if (__sync_val_compare_and_swap(&r->head, head, head + 1) != head) return 0;
+    r->tgid = tgid;
+    r->cookie = COOKIE;
+    *(volatile u64 *)&r->seq = head + 1;
+    return 0;
+}
+"""
 
-    def on_record(_ctx: Any, data: Any, _size: int) -> int:
-        rec = ct.cast(data, ct.POINTER(ProbeRecord)).contents
-        got.append((rec.tgid, rec.cookie))
-        return 0
 
-    kit.bpf[b"events"].open_ring_buffer(on_record)
-    with kit.tracepoint("syscalls:sys_enter_getpgid", "ringbuf_submit"):
-        os.getpgid(0)
-    deadline = time.monotonic() + 1.0
-    while not got and time.monotonic() < deadline:
-        kit.bpf.ring_buffer_poll(timeout=50)
-    ours = (os.getpid(), cookie) in got
-    if not ours:
-        return (
-            False,
-            f"submitted {kit.hits(HIT_RINGBUF)} record(s); polled back {len(got)}, none ours",
-        )
-    return True, "a record submitted from syscalls:sys_enter_getpgid was polled back intact"
+def probe_record_slots() -> tuple[bool, str]:
+    """Compiled on its own, so that a kernel without mmapable arrays or BPF
+    atomics fails this row only."""
+    cookie = secrets.randbits(62) | 1
+    try:
+        with quiet_stderr():
+            bpf = _bcc().BPF(text=_RECORD_SLOTS_C,
+                             cflags=[f"-DSELF_TGID={os.getpid()}", f"-DCOOKIE={cookie}ULL"])
+    except Exception as err:  # bcc raises bare Exception on compile/load/attach
+        return False, f"a program claiming an mmapable array slot did not load: {_describe(err)}"
+    try:
+        try:
+            mapped = mmap.mmap(bpf[b"ring"].map_fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as err:
+            return False, f"mmap of a BPF_F_MMAPABLE array failed ({err.strerror})"
+        with mapped:
+            for _ in range(_TRIGGERS):
+                os.getpgid(0)
+            head, seq, tgid, got = struct.unpack_from("<QQQQ", mapped, 0)
+    finally:
+        with quiet_stderr(), contextlib.suppress(Exception):
+            bpf.cleanup()
+    ok = head == seq == _TRIGGERS and tgid == os.getpid() and got == cookie
+    return ok, (f"{_TRIGGERS} getpgid() calls claimed {head} slot(s), committed up to {seq}, "
+                f"read back through mmap {'with' if got == cookie else 'without'} our cookie")
 
 
 _TASK_STORAGE_C = r"""
@@ -901,7 +914,6 @@ def probe_lsm(kit: _Kit) -> tuple[bool, str]:
 _BPF_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [
     ("syscall_tracepoints", probe_syscall_tracepoints),
     ("sock_tracepoints", probe_sock_tracepoints),
-    ("ringbuf", probe_ringbuf),
     ("send_signal", probe_send_signal),
 ]
 _OPTIONAL_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [
@@ -971,9 +983,10 @@ def _all_probes() -> list[ProbeResult]:
         because = "the bpf() syscall is unusable"
     results += [compiled, _run("btf", probe_btf), _run("tracefs", probe_tracefs)]
     if kit is None:
-        results.append(_not_tried("task_storage", because))
+        results += [_not_tried(name, because) for name in ("record_slots", "task_storage")]
     else:
-        results.append(_run("task_storage", probe_task_storage))
+        results += [_run("record_slots", probe_record_slots),
+                    _run("task_storage", probe_task_storage)]
     try:
         results += _bpf_probes(kit, because)
         results += _network_probes(kit, because)
