@@ -158,8 +158,12 @@ static __always_inline void *reserve_record(u64 size)
     int claimed = 0;
 #pragma unroll
     for (int i = 0; i < CLAIM_TRIES; i++) {
+        /* the tail first: read after it, the head is never behind it (a
+         * nested program may claim and the reader take its slot between
+         * the two loads) */
+        u64 tail = *(volatile u64 *)&ctl->tail;
         u64 head = *(volatile u64 *)&ctl->head;
-        if (head - *(volatile u64 *)&ctl->tail >= RING_SLOTS)
+        if (head - tail >= RING_SLOTS)
             break;
         if (__sync_val_compare_and_swap(&ctl->head, head, head + 1) == head) {
             pos = head;
@@ -185,7 +189,9 @@ static __always_inline void submit_record(void *e)
     cnt_inc(CNT_EMITTED);
     u64 *seq = (u64 *)((u8 *)e - 8);
     u64 committed = *seq & ~SEQ_PENDING;
-    /* the record's stores first: x86 keeps stores in order, clang must too */
+    /* the record's stores first: x86 keeps stores in order, clang must too
+     * (another architecture would need a release store here and an acquire
+     * load in the reader) */
     asm volatile("" ::: "memory");
     *(volatile u64 *)seq = committed;
 }

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from tracer.ringbuf import CTL_SIZE, RingReader, merge_by_time, split_records
+from tracer import ringbuf
+from tracer.ringbuf import CTL_SIZE, RingReader, SpanBuffer, merge_by_time, split_records
 
 SLOT = 32  # u64 seq + a 24-byte record: u64 time, then 16 bytes
 PENDING = 1 << 63
@@ -119,6 +120,42 @@ def test_a_previous_laps_record_is_not_taken_for_a_new_one() -> None:
     ring.claim()  # position 4 reuses slot 0, whose old record (position 0) is still there
     struct.pack_into("<Q", ring.slots, 0, 1)  # lap 1's: as if the pending mark were not written yet
     assert ring.reader.drain(out) == 0 and ring.tail == 4
+
+
+def test_slots_go_back_to_the_programs_after_each_chunk_copied(monkeypatch) -> None:
+    monkeypatch.setattr(ringbuf, "CHUNK_BYTES", 2 * SLOT)
+    ring = FakeRing(nslots=8)
+    ring.write(*range(7))
+    tails = []
+
+    class Watch(Spans):
+        def add(self, span: memoryview) -> None:
+            tails.append(ring.tail)  # as the copy of this chunk begins
+            super().add(span)
+
+    out = Watch()
+    ring.reader.drain(out)
+    assert tails == [0, 2, 4, 6] and out.times() == list(range(7)) and ring.tail == 7
+
+
+def test_span_buffer_keeps_whole_slots_per_chunk_and_reuses_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(SpanBuffer, "CHUNK_BYTES", 3 * SLOT + 5)  # room for 3 slots
+    monkeypatch.setattr(ringbuf, "_POOL", [])
+    buffer = SpanBuffer(SLOT)
+    buffer.add(span(*range(5)))
+    buffer.add(span(5, 6))
+    spans = buffer.read()
+    assert [len(s) for s in spans] == [3 * SLOT, 3 * SLOT, SLOT]
+    assert times(split_records(spans, SLOT)) == list(range(7)) and buffer.size == 7 * SLOT
+    chunks = list(buffer._chunks)
+    del spans
+    buffer.close()
+    assert chunks == ringbuf._POOL
+    again = SpanBuffer(SLOT)
+    again.add(span(9))
+    assert again._chunks[0] in chunks and times(split_records(again.read(), SLOT)) == [9]
+    again.close(reuse=False)  # views may be alive: not pooled
+    assert len(ringbuf._POOL) == 2
 
 
 def test_split_takes_every_slot_of_a_span() -> None:

@@ -402,7 +402,8 @@ class Recording:
     def _drain_to_end(self, deadline: float = 0.05) -> int:
         """Drain until the reader has caught up with the producer; a record
         still being written when we stop would otherwise hold back everything
-        after it. Returns 1 if it never caught up (at least one record lost)."""
+        after it. Returns how many records were claimed but not taken when it
+        gave up (lost to this run)."""
         give_up = 0.0  # counted from the end of the first pass, which may copy a whole run
         while True:
             for ring, spans in zip(self.program.rings, self._spans, strict=True):
@@ -411,7 +412,7 @@ class Recording:
                 return 0
             give_up = give_up or time.monotonic() + deadline
             if time.monotonic() >= give_up:
-                return 1
+                return sum(ring.filled() for ring in self.program.rings) // self.program.slot_size
             time.sleep(0.001)
 
     def stop(self) -> RecordedRun:
@@ -432,14 +433,16 @@ class Recording:
         delta["lost_ringbuf"] += behind
         decoder = Decoder(self.nodes)
         ring_bytes = [spans.size for spans in self._spans]
+        decoded = False
         try:
             records = merge_by_time([split_records(spans.read(), self.program.slot_size)
                                      for spans in self._spans])
             events = [e for e in map(decoder.decode, records) if e is not None]
             del records  # its generators hold views of the chunks
+            decoded = True
         finally:
             for spans in self._spans:
-                spans.close()  # the decoded events copied what they keep
+                spans.close(reuse=decoded)  # the decoded events copied what they keep
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
         return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes,
                            final_drain_cpu=final_drain_cpu)

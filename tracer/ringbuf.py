@@ -139,21 +139,23 @@ class SpanBuffer:
 
     def read(self) -> list[memoryview]:
         """Everything added, as spans (valid until close())."""
-        if not self._views:
-            return []
-        return [*self._views[:-1], self._views[-1][:self._fill]]
+        ends = [self._usable] * (len(self._views) - 1) + [self._fill] * bool(self._views)
+        return [view[:end] for view, end in zip(self._views, ends, strict=True)]
 
-    def close(self) -> None:
-        """Give the chunks back to the pool (the rest to the kernel)."""
+    def close(self, reuse: bool = True) -> None:
+        """Give the chunks back to the pool (the rest to the kernel).
+        `reuse=False` when views of them may still be alive (a decode that
+        failed half-way): they are then left to the garbage collector."""
         chunks, self._chunks = self._chunks, []
         for view in self._views:
             view.release()
         self._views = []
         for chunk in chunks:
-            with _POOL_LOCK:
-                if len(_POOL) < self.KEEP_CHUNKS:
-                    _POOL.append(chunk)
-                    continue
+            if reuse:
+                with _POOL_LOCK:
+                    if len(_POOL) < self.KEEP_CHUNKS:
+                        _POOL.append(chunk)
+                        continue
             with contextlib.suppress(BufferError):  # a record still viewed: GC closes it
                 chunk.close()
 
