@@ -109,6 +109,10 @@ class TraceProgram:
             self.rings = [RingReader(slots[cpu * stride:(cpu + 1) * stride], ctl, cpu,
                                      self.slot_size) for cpu in range(nr_rings)]
             del slots, ctl
+        except OSError as err:
+            self.close()
+            raise TracerUnavailable(f"cannot map the record rings ({err.strerror}): "
+                                    "'ldfi doctor' shows what is missing") from None
         except BaseException:
             self.close()
             raise
