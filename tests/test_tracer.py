@@ -247,7 +247,13 @@ CONCURRENT = {  # connections 0, 1, 2 opened in that order, then used as 2, 0, 1
 def test_concurrent_connections(concurrent_runs):
     t = concurrent_runs[0].trace
     assert summary(t) == CONCURRENT
-    assert [str(m.id) for m in t.messages] == list(CONCURRENT)  # in send order
+    # The client's sends (one thread) in its program order; the summary has
+    # each channel's own order (ordinals against payloads). Across nodes the
+    # listing follows record times, and a send recorded at its exit (the
+    # socket layer's tracepoint) can be stamped after the reply it caused on
+    # another CPU: that order is not asserted.
+    assert [str(m.id) for m in t.messages if m.src == "client"] == \
+        [mid for mid in CONCURRENT if mid.startswith("client->")]
     connects = socks(t, "client", "connect")
     ports = [c.lport for c in connects]
     assert len(set(ports)) == 3
