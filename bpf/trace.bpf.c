@@ -71,6 +71,8 @@ struct stash {
     u16 sa_len;     /* bytes of sa[] valid (connect/sendto/sendmsg, read at entry) */
     u32 msg_flags;
     u8  sa[32];     /* sockaddr_in6 is 28 bytes */
+    u64 src_sk;     /* src[] is the source of the datagram this sock just gave ... */
+    u8  src[32];    /* ... as a sockaddr: see the UDP receive hooks below */
     u16 fhits;      /* fault triggers this send matched (faults.bpf.c) */
     u8  fsuppress;  /* a fault killed the caller: do not record the call */
     u8  fdrop;      /* a fault is dropping this call's datagram */
@@ -745,11 +747,6 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
             sa_to_remote(e, st->sa);
     } else if (ret > 0 && (sys == SYS_READ || sys == SYS_RECVFROM)) {
         e->cap = read_payload(e->data, st->buf, ret, &err);
-        if (sys == SYS_RECVFROM && st->addr && e->proto == L_IPPROTO_UDP) {
-            u8 sa[32];
-            if (read_user_sa(sa, st->addr, 28))
-                sa_to_remote(e, sa);
-        }
     } else if (ret > 0 && sys == SYS_READV) {
         u64 iov[2] = {};
         if (bpf_probe_read_user(iov, 16, (void *)st->buf) == 0) {
@@ -764,11 +761,6 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
             if (ret > 0 && mh[3] > 0 && bpf_probe_read_user(iov, 16, (void *)mh[2]) == 0) {
                 u64 n = ret < iov[1] ? ret : iov[1];
                 e->cap = read_payload(e->data, iov[0], n, &err);
-            }
-            if (mh[0] && e->proto == L_IPPROTO_UDP) {
-                u8 sa[32];
-                if (read_user_sa(sa, mh[0], (u32)mh[1]))
-                    sa_to_remote(e, sa);
             }
         }
     } else if (sys == SYS_CONNECT) {
@@ -785,6 +777,9 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
         u64 key = ((u64)e->h.netns << 16) | e->lport;
         listen_ports.update(&key, &cg);
     }
+    if ((sys == SYS_RECVFROM || sys == SYS_RECVMSG) && st->src_sk == sk && ret >= 0
+        && e->proto == L_IPPROTO_UDP)
+        sa_to_remote(e, st->src);  /* see keep_udp_source */
     if (err) {
         e->flags |= F_PAYLOAD_ERR;
         cnt_inc(CNT_PAYLOAD_ERR);
@@ -792,6 +787,7 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
     submit_record(e);
 out:
     st->sys = 0;  /* consumed */
+    st->src_sk = 0;  /* a source no record took (recvmmsg's) must not reach the next */
     return 0;
 }
 
@@ -807,13 +803,14 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 /* ------------------------------------------------------ syscall tracepoints */
 
 /* Calls recorded at exit only: accept, socket, bind, listen, shutdown,
- * recvfrom, recvmsg, recvmmsg, and sendmmsg while no send trigger is armed.
+ * recvmmsg, and sendmmsg while no send trigger is armed.
  * Nothing of them needs the moment they start, and their arguments are
  * still in the task's saved user registers when they return. Skipping the
  * entry tracepoint saves its program and its perf-event path, ~200 ns per
  * call here (docs/performance.md). The record's ts_enter is its own time
- * (F_NO_ENTRY). read, readv, write, writev, sendto and sendmsg are recorded
- * in the socket layer instead: see "socket-layer data path" below. */
+ * (F_NO_ENTRY). read, readv, recvfrom, recvmsg, write, writev, sendto and
+ * sendmsg are recorded in the socket layer instead: see "socket-layer data
+ * path" below. */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
 #define USER_REGS() ((u64)bpf_task_pt_regs((struct task_struct *)task))
 /* declares task, ret, st and regs; returns at once for a thread out of scope */
@@ -919,18 +916,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
                      (u32)REG(regs, 3));
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_RECVFROM, (s32)REG(regs, 0), REG(regs, 1),
-                     REG(regs, 2), REG(regs, 4), (u32)REG(regs, 3));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1), 0, 0,
-                     (u32)REG(regs, 2));
-}
-
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
     EXIT_ONLY_PROLOGUE;
     return EXIT_ONLY(SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1),
@@ -972,7 +957,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 
 /* ------------------------------------------------ socket-layer data path */
 
-/* read, readv, write, writev, sendto and sendmsg are recorded where the
+/* read, readv, recvfrom, recvmsg, write, writev, sendto and sendmsg are
+ * recorded where the
  * socket layer reports what they moved: the raw tracepoints
  * sock:sock_recv_length and sock:sock_send_length (sk, ret, flags), which
  * fire in the calling task at the end of sock_recvmsg()/sock_sendmsg(), on
@@ -983,9 +969,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
  * registers (orig_ax: the x86_64 number; an ia32 call's numbers name none
  * of these while doing socket I/O, so it is not recorded, as before).
  *
- * recvfrom and recvmsg stay on their syscall exit: the source address of a
- * UDP datagram reaches the caller's memory after sock_recvmsg() returns.
- * The sendmmsg/recvmmsg messages, which pass here one by one, are recorded
+ * A UDP datagram's source address reaches the caller's memory only after
+ * sock_recvmsg() returns; the cgroup hooks below ("UDP receive sources")
+ * hand it over. The sendmmsg/recvmmsg messages, which pass here one by one, are recorded
  * at their calls' exits with their index. What the socket layer does not
  * see is not recorded: a read() of 0 bytes (it returns before reaching the
  * socket) and a call that fails before it (a bad buffer address). */
@@ -994,7 +980,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 #define NR_READV   19
 #define NR_WRITEV  20
 #define NR_SENDTO  44
+#define NR_RECVFROM 45
 #define NR_SENDMSG 46
+#define NR_RECVMSG 47
 
 /* A send or receive the socket layer reported on `sk`. The call's fd must
  * name that sock: I/O the kernel does on its own sockets in a task's
@@ -1029,15 +1017,55 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
 
 RAW_TRACEPOINT_PROBE(sock_recv_length) {
     SOCK_IO_PROLOGUE;
-    if (nr != NR_READ && nr != NR_READV)
+    if (nr != NR_READ && nr != NR_READV && nr != NR_RECVFROM && nr != NR_RECVMSG)
         return 0;
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
     if (nr == NR_READ)
         return SOCK_IO(SYS_READ, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
-    return SOCK_IO(SYS_READV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
+    if (nr == NR_READV)
+        return SOCK_IO(SYS_READV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
+    if (nr == NR_RECVFROM)
+        return SOCK_IO(SYS_RECVFROM, REG(regs, 1), REG(regs, 2), REG(regs, 4), 0,
+                       (u32)REG(regs, 3), MODE_NONE);
+    return SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE);
 }
+
+/* ------------------------------------------------- UDP receive sources */
+
+/* A datagram's source reaches the caller's memory only after
+ * sock_recvmsg() returns, that is after sock_recv_length has fired, and no
+ * syscall exit program is attached to read it there (see "socket-layer
+ * data path"). udp_recvmsg() hands it to the cgroup UDP4/UDP6_RECVMSG
+ * hooks just before, in the receiving task, whenever the caller asked for
+ * it (recvfrom or recvmsg with an address). These programs, linked to the
+ * cgroup v2 root by tracer/program.py (so they run for every such receive
+ * on the host, and return at once outside the scope), keep it in the
+ * task's stash, tagged with the sock, for the receive's record. */
+static __always_inline int keep_udp_source(struct bpf_sock_addr *ctx, const u16 family)
+{
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (!st)
+        return 1;
+    __builtin_memset(st->src, 0, sizeof(st->src));
+    *(u16 *)st->src = family;
+    *(u16 *)(st->src + 2) = (u16)ctx->user_port;  /* network order, like sockaddr's */
+    if (family == L_AF_INET) {
+        *(u32 *)(st->src + 4) = ctx->user_ip4;
+    } else {
+        *(u32 *)(st->src + 8) = ctx->user_ip6[0];
+        *(u32 *)(st->src + 12) = ctx->user_ip6[1];
+        *(u32 *)(st->src + 16) = ctx->user_ip6[2];
+        *(u32 *)(st->src + 20) = ctx->user_ip6[3];
+    }
+    st->src_sk = (u64)ctx->sk;
+    return 1;  /* the receive goes on unchanged */
+}
+
+int cgroup_udp4_recvmsg(struct bpf_sock_addr *ctx) { return keep_udp_source(ctx, L_AF_INET); }
+int cgroup_udp6_recvmsg(struct bpf_sock_addr *ctx) { return keep_udp_source(ctx, L_AF_INET6); }
 
 RAW_TRACEPOINT_PROBE(sock_send_length) {
     SOCK_IO_PROLOGUE;

@@ -514,6 +514,67 @@ def test_engine_process_is_never_traced(program):
     assert summary(t) == {"self->self:tcp0#0": (11, b"child hello", [("self", "recvfrom", 11)])}
 
 
+UDP_SOURCES = """
+import socket, sys
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    a, b, c = (socket.socket(family, socket.SOCK_DGRAM) for _ in range(3))
+    for s in (a, b, c):
+        s.bind((host, 0))
+    b.sendto(b"asked-b", a.getsockname())
+    a.recvfrom(100)
+    c.sendto(b"unasked-c", a.getsockname())
+    a.recv(100)
+    b.sendto(b"msg-b", a.getsockname())
+    a.recvmsg(100)
+    print(family, b.getsockname()[1], c.getsockname()[1])
+"""
+
+
+def test_udp_receive_sources_come_from_the_cgroup_hooks(program):
+    """A UDP receive's source is the address the kernel handed the caller
+    (recvfrom, recvmsg; IPv4 and IPv6), taken by the cgroup recvmsg hooks.
+    A receive that did not ask for it (recv on an unconnected socket) has
+    none, and does not inherit the previous receive's."""
+    root = cgroup2_root()
+    assert root is not None
+    group = root / f"ldfi-udpsrc-{os.getpid()}"
+    group.mkdir()
+    recording = program.record({cgroup_id(group): "udp"})
+    try:
+        child = subprocess.run(["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec "
+                                f"{sys.executable} -S -c '{UDP_SOURCES}'"],
+                               capture_output=True, text=True, timeout=20)
+    finally:
+        recorded = recording.stop()
+        group.rmdir()
+    assert child.returncode == 0, child.stderr
+    assert recorded.lost_events == 0
+    recvs = {(e.family, e.payload): e for e in recorded.events if e.kind == "sock" and e.is_recv}
+    for line in child.stdout.splitlines():
+        family, b_port, c_port = map(int, line.split())
+        fam, host = (4, "127.0.0.1") if family == socket.AF_INET else (6, "::1")
+        asked, unasked, msg = (recvs[fam, p] for p in (b"asked-b", b"unasked-c", b"msg-b"))
+        assert (asked.syscall, asked.raddr, asked.rport) == ("recvfrom", host, b_port)
+        assert (msg.syscall, msg.raddr, msg.rport) == ("recvmsg", host, b_port)
+        assert unasked.syscall == "recvfrom" and unasked.rport == 0 and unasked.rport != c_port
+
+
+def _hooks_on_root() -> int:
+    shown = subprocess.run(["bpftool", "-j", "cgroup", "show", str(cgroup2_root())],
+                           capture_output=True, text=True, check=True).stdout
+    return sum(p.get("name") == "cgroup_udp4_recvmsg" for p in json.loads(shown or "[]"))
+
+
+def test_cgroup_hooks_are_linked_while_the_program_lives(ebpf):
+    """The hooks are links: gone from the cgroup v2 root when the program closes."""
+    from tracer.program import TraceProgram
+
+    before = _hooks_on_root()
+    with TraceProgram(payload_bytes=0):
+        assert _hooks_on_root() == before + 1
+    assert _hooks_on_root() == before
+
+
 def start_in_cgroup(group: Path, cpu: int, *tnode_args: str) -> subprocess.Popen:
     """tnode.py with these (shell-quoted) arguments, in cgroup `group`, pinned to `cpu`."""
     return subprocess.Popen(

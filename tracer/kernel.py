@@ -1,9 +1,12 @@
 """Facts about the running kernel and its mounts that several parts need:
-where cgroup v2 and tracefs live, how to silence bcc's compiler chatter."""
+where cgroup v2 and tracefs live, how to silence bcc's compiler chatter,
+how to link a program to a cgroup."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes as ct
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,24 @@ def tracefs_root() -> Path | None:
 def cgroup_id(path: Path) -> int:
     """The id BPF's bpf_get_current_cgroup_id() returns for a v2 cgroup: its inode number."""
     return os.stat(path).st_ino
+
+
+@functools.cache
+def _libbpf() -> ct.CDLL:
+    lib = ct.CDLL("libbpf.so.1", use_errno=True)
+    lib.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.c_void_p]
+    return lib
+
+
+def link_to_cgroup(prog_fd: int, cgroup_fd: int, attach_type: int) -> int:
+    """A BPF link of a cgroup program to a cgroup (libbpf's bpf_link_create;
+    bcc 0.26 only attaches, which outlives the process). The kernel detaches
+    the program when the returned fd is closed, or when the process dies.
+    Raises OSError."""
+    fd = _libbpf().bpf_link_create(prog_fd, cgroup_fd, attach_type, None)
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd))
+    return fd
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 from tracer import btf
 from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
-from tracer.kernel import quiet_stderr
+from tracer.kernel import cgroup2_root, link_to_cgroup, quiet_stderr
 from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
@@ -53,6 +53,13 @@ SEND_SYSCALLS = (*(f"syscalls:sys_enter_{call}".encode()
                    for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg")),
                  *(f"syscalls:sys_exit_{call}".encode()
                    for call in ("write", "writev", "sendto", "sendmsg")))
+
+
+# The cgroup hooks that hand a UDP datagram's source to the record of its
+# receive (bpf/trace.bpf.c, "UDP receive sources"): bpf_attach_type
+# CGROUP_UDP4_RECVMSG / CGROUP_UDP6_RECVMSG. Linked to the cgroup v2 root
+# while the program lives.
+CGROUP_HOOKS = ((b"cgroup_udp4_recvmsg", 19), (b"cgroup_udp6_recvmsg", 20))
 
 
 def record_size(payload_bytes: int) -> int:
@@ -102,7 +109,9 @@ class TraceProgram:
         self.load_seconds = time.perf_counter() - started
         self._maps: list[tuple[mmap.mmap, memoryview]] = []
         self.rings: list[RingReader] = []
+        self._links: list[int] = []
         try:
+            self._link_cgroup_hooks()
             slots = self._map_array(b"slots", mmap.PROT_READ)
             ctl = self._map_array(b"ring_ctl", mmap.PROT_READ | mmap.PROT_WRITE)
             stride = ring_slots * self.slot_size
@@ -120,6 +129,27 @@ class TraceProgram:
         self._generation = 0  # of the scope (see _scope)
         self._tc: Any = None
         self.send_syscalls_attached = False
+
+    def _link_cgroup_hooks(self) -> None:
+        """Link the cgroup hooks to the cgroup v2 root, so that they see the
+        run's tasks wherever the sandbox puts them. A link, unlike an
+        attachment, goes when its fd closes: a tracer that dies leaves no
+        program attached to the root."""
+        root = cgroup2_root()
+        if root is None:
+            raise TracerUnavailable("cgroup v2 is not mounted: "
+                                    "mount -t cgroup2 none /sys/fs/cgroup/unified")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name, attach_type in CGROUP_HOOKS:
+                try:
+                    self._links.append(link_to_cgroup(self.bpf.funcs[name].fd, fd, attach_type))
+                except OSError as err:
+                    raise TracerUnavailable(
+                        f"cannot link {name.decode()} to the cgroup v2 root {root} "
+                        f"({err.strerror}): 'ldfi doctor' shows what is missing") from None
+        finally:
+            os.close(fd)
 
     def _map_array(self, name: bytes, prot: int) -> memoryview:
         """An mmapable array's values, mapped shared (bpf/trace.bpf.c's rings)."""
@@ -141,6 +171,9 @@ class TraceProgram:
             view.release()
             mapped.close()
         self._maps = []
+        for link in self._links:
+            os.close(link)
+        self._links = []
         self.bpf.cleanup()
 
     def __enter__(self) -> TraceProgram:
@@ -261,8 +294,16 @@ def _compile(payload_bytes: int, ring_slots: int, nr_rings: int) -> tuple[Any, b
         try:
             with quiet_stderr():
                 bpf = bpf_class(text=source, cflags=[*cflags, f"-DKFUNC_CAST={kfunc_cast}"])
-            return bpf, kfunc_cast == "1"
         except Exception as err:  # bcc raises bare Exception for compile/load/attach failures
+            failure = err
+            continue
+        try:
+            with quiet_stderr():
+                for name, attach_type in CGROUP_HOOKS:
+                    bpf.load_func(name, bpf_class.CGROUP_SOCK_ADDR, attach_type=attach_type)
+            return bpf, kfunc_cast == "1"
+        except Exception as err:
+            bpf.cleanup()
             failure = err
     raise TracerUnavailable(
         f"loading bpf/trace.bpf.c failed ({failure}); 'ldfi doctor' shows what is missing"
