@@ -103,6 +103,16 @@ int cgroup_drop(struct __sk_buff *skb)
     return 0;
 }
 
+/* cgroup UDP4_RECVMSG, linked to the cgroup v2 root: where the tracer takes
+ * a UDP receive's source address. Counts the doctor's own receives of a
+ * datagram from the port user space wrote. 1: the receive goes on. */
+int udp_source(struct bpf_sock_addr *ctx)
+{
+    if (is_self() && ctx->user_port == bpf_htons(config_get(CFG_UDP_PORT)))
+        hit(HIT_UDP_SOURCE);
+    return 1;
+}
+
 /* Optional extras from here on: attached to the getppid syscall function so
  * the same trigger as count_syscall shows whether they fire. */
 int on_kprobe(struct pt_regs *ctx)

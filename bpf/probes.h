@@ -10,7 +10,8 @@ enum probe_config {
     CFG_SELF_TGID = 0,   /* the doctor's own process */
     CFG_VICTIM_TGID = 1, /* the child bpf_send_signal must kill */
     CFG_TCP_PORT = 2,    /* the loopback listener the sock tracepoint must see */
-    CFG_MAX = 3,
+    CFG_UDP_PORT = 3,    /* the sender whose port the UDP recvmsg hook must see */
+    CFG_MAX = 4,
 };
 
 /* Index into the `hits` array: how often each program saw its event. A probe
@@ -26,7 +27,8 @@ enum probe_hit {
     HIT_LSM = 7,
     HIT_SOCK_SEND = 8,
     HIT_SOCK_RECV = 9,
-    HIT_MAX = 10,
+    HIT_UDP_SOURCE = 10,
+    HIT_MAX = 11,
 };
 
 #endif

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.kernel import BTF_VMLINUX, cgroup2_root, quiet_stderr, tracefs_root
+from tracer.kernel import BTF_VMLINUX, cgroup2_root, link_to_cgroup, quiet_stderr, tracefs_root
 
 BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
 PROBES_C = BPF_DIR / "probes.bpf.c"
 
 # Mirrors of bpf/probes.h.
-CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT = range(3)
+CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT, CFG_UDP_PORT = range(4)
 (
     HIT_SYSCALL,
     HIT_SOCK,
@@ -45,7 +45,8 @@ CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT = range(3)
     HIT_LSM,
     HIT_SOCK_SEND,
     HIT_SOCK_RECV,
-) = range(10)
+    HIT_UDP_SOURCE,
+) = range(11)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,12 @@ SPECS: dict[str, _Spec] = {
         True,
         "TCP connection life cycle (connect/accept pairing, closes) in the lineage, "
         "and reads, writes and sends on sockets (sock_send_length/sock_recv_length)",
+    ),
+    "cgroup_recvmsg": _Spec(
+        "cgroup UDP recvmsg hook",
+        True,
+        "the source address of UDP receives, so UDP messages cannot be matched "
+        "to their senders",
     ),
     "record_slots": _Spec(
         "record slots (mmapable array + atomics)", True,
@@ -614,6 +621,35 @@ def _yield_after_go(go_read: int, go_write: int) -> int:
     return 0
 
 
+def probe_cgroup_recvmsg(kit: _Kit) -> tuple[bool, str]:
+    root = cgroup2_root()
+    if root is None:
+        return False, "cgroup v2 is not mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)"
+    recvmsg4 = kit.bcc.BPFAttachType.CGROUP_UDP4_RECVMSG
+    fn = kit.bpf.load_func(b"udp_source", kit.bcc.BPF.CGROUP_SOCK_ADDR, attach_type=recvmsg4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        tx.bind(("127.0.0.1", 0))
+        kit.set(CFG_UDP_PORT, tx.getsockname()[1])
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            link = link_to_cgroup(fn.fd, fd, recvmsg4)
+        except OSError as err:
+            return False, f"linking a UDP4_RECVMSG program to {root} failed: {_describe(err)}"
+        finally:
+            os.close(fd)
+        try:
+            for _ in range(_TRIGGERS):
+                tx.sendto(b"ldfi-doctor", rx.getsockname())
+                rx.recvfrom(64)
+        finally:
+            os.close(link)
+    seen = kit.hits(HIT_UDP_SOURCE)
+    return seen >= _TRIGGERS, (f"a UDP4_RECVMSG program linked to {root} saw the sender's "
+                               f"port in {seen} of {_TRIGGERS} recvfrom() calls")
+
+
 def probe_send_signal(kit: _Kit) -> tuple[bool, str]:
     go_read, go_write = os.pipe()
     child = _fork(lambda: _yield_after_go(go_read, go_write))
@@ -914,6 +950,7 @@ def probe_lsm(kit: _Kit) -> tuple[bool, str]:
 _BPF_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [
     ("syscall_tracepoints", probe_syscall_tracepoints),
     ("sock_tracepoints", probe_sock_tracepoints),
+    ("cgroup_recvmsg", probe_cgroup_recvmsg),
     ("send_signal", probe_send_signal),
 ]
 _OPTIONAL_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [
