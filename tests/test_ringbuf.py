@@ -75,7 +75,7 @@ def times(records) -> list[int]:
 def test_the_reader_takes_committed_records_and_releases_their_slots() -> None:
     ring, out = FakeRing(), Spans()
     ring.write(10, 20, 30)
-    assert ring.reader.filled() == 3 * SLOT
+    assert ring.reader.filled() == 3 * SLOT and ring.reader.pending() == 3
     assert ring.reader.drain(out) == 3 * SLOT
     assert out.times() == [10, 20, 30]
     assert ring.tail == 3 and ring.reader.caught_up()

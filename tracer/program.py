@@ -457,7 +457,7 @@ class Recording:
                 return 0
             give_up = give_up or time.monotonic() + deadline
             if time.monotonic() >= give_up:
-                return sum(ring.filled() for ring in self.program.rings) // self.program.slot_size
+                return sum(ring.pending() for ring in self.program.rings)
             time.sleep(0.001)
 
     def stop(self) -> RecordedRun:

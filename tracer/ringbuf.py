@@ -79,12 +79,16 @@ class RingReader:
                 break  # a slot still being written: the rest waits for the next look
         return (tail - start) * self.slot_size
 
+    def pending(self) -> int:
+        """Records claimed past the tail: not yet drained."""
+        return self._head.value - self._tail.value
+
     def filled(self) -> int:
-        """Bytes claimed past the tail: records not yet drained."""
-        return (self._head.value - self._tail.value) * self.slot_size
+        """Bytes of the records not yet drained."""
+        return self.pending() * self.slot_size
 
     def caught_up(self) -> bool:
-        return self.filled() == 0
+        return self.pending() == 0
 
     def close(self) -> None:
         del self._head, self._tail  # ctypes views pin their buffer
