@@ -105,10 +105,13 @@ int cgroup_drop(struct __sk_buff *skb)
 
 /* cgroup UDP4_RECVMSG, linked to the cgroup v2 root: where the tracer takes
  * a UDP receive's source address. Counts the doctor's own receives of a
- * datagram from the port user space wrote. 1: the receive goes on. */
+ * datagram from the port user space wrote. The tracer's hook also needs
+ * the current task as a BTF pointer (for its task-local stash); task
+ * storage itself has its own row. 1: the receive goes on. */
 int udp_source(struct bpf_sock_addr *ctx)
 {
-    if (is_self() && ctx->user_port == bpf_htons(config_get(CFG_UDP_PORT)))
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    if (task && is_self() && ctx->user_port == bpf_htons(config_get(CFG_UDP_PORT)))
         hit(HIT_UDP_SOURCE);
     return 1;
 }

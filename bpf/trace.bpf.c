@@ -777,9 +777,11 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
         u64 key = ((u64)e->h.netns << 16) | e->lport;
         listen_ports.update(&key, &cg);
     }
-    if ((sys == SYS_RECVFROM || sys == SYS_RECVMSG) && st->src_sk == sk && ret >= 0
-        && e->proto == L_IPPROTO_UDP)
-        sa_to_remote(e, st->src);  /* see keep_udp_source */
+    /* see keep_udp_source; a recvfrom without an address runs no hook, so
+     * any source kept then is another call's */
+    if ((sys == SYS_RECVMSG || (sys == SYS_RECVFROM && st->addr)) && st->src_sk == sk
+        && ret >= 0 && e->proto == L_IPPROTO_UDP)
+        sa_to_remote(e, st->src);
     if (err) {
         e->flags |= F_PAYLOAD_ERR;
         cnt_inc(CNT_PAYLOAD_ERR);
@@ -991,10 +993,10 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
                                    s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
                                    u32 msg_flags, const int mode)
 {
-    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode))
-        return 0;
-    if (st->sk != sk) {
+    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
+        || st->sk != sk) {
         st->sys = 0;
+        st->src_sk = 0;  /* no record takes it: it must not reach the next */
         return 0;
     }
     return record_without_entry(st, task, ret, sys);
@@ -1038,8 +1040,9 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
  * sock_recvmsg() returns, that is after sock_recv_length has fired, and no
  * syscall exit program is attached to read it there (see "socket-layer
  * data path"). udp_recvmsg() hands it to the cgroup UDP4/UDP6_RECVMSG
- * hooks just before, in the receiving task, whenever the caller asked for
- * it (recvfrom or recvmsg with an address). These programs, linked to the
+ * hooks just before, in the receiving task, whenever the kernel has an
+ * address buffer for it: in recvmsg always, in recvfrom when the caller
+ * passed an address, in read() never. These programs, linked to the
  * cgroup v2 root by tracer/program.py (so they run for every such receive
  * on the host, and return at once outside the scope), keep it in the
  * task's stash, tagged with the sock, for the receive's record. */

@@ -27,7 +27,7 @@ MSG_PEEK = 0x2
 class Event:
     seq: int  # position in the trace (by record time: the per-CPU rings merged)
     kind: str
-    ts: int  # ns, at syscall exit (emission)
+    ts: int  # ns, when recorded: at syscall exit, or in the socket layer after the I/O
     pid: int  # tgid
     tid: int
     comm: str

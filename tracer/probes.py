@@ -630,6 +630,7 @@ def probe_cgroup_recvmsg(kit: _Kit) -> tuple[bool, str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         rx.bind(("127.0.0.1", 0))
+        rx.settimeout(2.0)  # a lost datagram must not hang the doctor
         tx.bind(("127.0.0.1", 0))
         kit.set(CFG_UDP_PORT, tx.getsockname()[1])
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)

@@ -139,15 +139,19 @@ class TraceProgram:
         if root is None:
             raise TracerUnavailable("cgroup v2 is not mounted: "
                                     "mount -t cgroup2 none /sys/fs/cgroup/unified")
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise TracerUnavailable(f"cannot open the cgroup v2 root {root} ({err.strerror}): "
+                                    "'ldfi doctor' shows what is missing") from None
         try:
             for name, attach_type in CGROUP_HOOKS:
                 try:
                     self._links.append(link_to_cgroup(self.bpf.funcs[name].fd, fd, attach_type))
-                except OSError as err:
+                except OSError as err:  # also: no libbpf.so.1 (then without a strerror)
                     raise TracerUnavailable(
                         f"cannot link {name.decode()} to the cgroup v2 root {root} "
-                        f"({err.strerror}): 'ldfi doctor' shows what is missing") from None
+                        f"({err.strerror or err}): 'ldfi doctor' shows what is missing") from None
         finally:
             os.close(fd)
 
