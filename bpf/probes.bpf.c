@@ -103,11 +103,27 @@ int cgroup_drop(struct __sk_buff *skb)
     return 0;
 }
 
-/* cgroup UDP4_RECVMSG, linked to the cgroup v2 root: where the tracer takes
- * a UDP receive's source address. Counts the doctor's own receives of a
- * datagram from the port user space wrote. The tracer's hook also needs
- * the current task as a BTF pointer (for its task-local stash); task
- * storage itself has its own row. 1: the receive goes on. */
+/* cgroup socket hooks, linked to the cgroup v2 root: where the tracer sees
+ * socket() and the last close (sock_create, sock_release, CGROUP_SOCK) and
+ * takes a UDP receive's source address (UDP4_RECVMSG, CGROUP_SOCK_ADDR).
+ * They count the doctor's own calls; recvmsg only datagrams from the port
+ * user space wrote. The tracer's hooks also need the current task as a BTF
+ * pointer (for its task-local stash); task storage itself has its own row.
+ * 1: the call goes on. */
+int sock_create(struct bpf_sock *ctx)
+{
+    if (is_self() && ctx->protocol == IPPROTO_UDP)
+        hit(HIT_SOCK_CREATE);
+    return 1;
+}
+
+int sock_release(struct bpf_sock *ctx)
+{
+    if (is_self() && ctx->protocol == IPPROTO_UDP)
+        hit(HIT_SOCK_RELEASE);
+    return 1;
+}
+
 int udp_source(struct bpf_sock_addr *ctx)
 {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();

@@ -28,7 +28,9 @@ enum probe_hit {
     HIT_SOCK_SEND = 8,
     HIT_SOCK_RECV = 9,
     HIT_UDP_SOURCE = 10,
-    HIT_MAX = 11,
+    HIT_SOCK_CREATE = 11,
+    HIT_SOCK_RELEASE = 12,
+    HIT_MAX = 13,
 };
 
 #endif

@@ -71,6 +71,12 @@ struct stash {
     u16 sa_len;     /* bytes of sa[] valid (connect/sendto/sendmsg, read at entry) */
     u32 msg_flags;
     u8  sa[32];     /* sockaddr_in6 is 28 bytes */
+    u64 mmsg_vec;   /* the mmsghdr array of the sendmmsg/recvmmsg whose message ... */
+    u32 mmsg_next;  /* ... this was the index of, if the thread's last record was one */
+    u32 mmsg_vlen;
+    s32 mmsg_fd;
+    u16 mmsg_sys;   /* SYS_SENDMMSG/SYS_RECVMMSG: this record is one message of it */
+    u16 mmsg_idx;
     u64 src_sk;     /* src[] is the source of the datagram this sock just gave ... */
     u8  src[32];    /* ... as a sockaddr: see the UDP receive hooks below */
     u16 fhits;      /* fault triggers this send matched (faults.bpf.c) */
@@ -584,14 +590,11 @@ static __always_inline struct stash *scoped_stash(u64 task)
 static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 fd, u64 buf,
                                       u64 count, u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
 {
-    u64 sk = 0;
-    if (sys != SYS_SOCKET) {
-        if (fd < 0)
-            return 0;
-        sk = fd_to_sk(task, fd);
-        if (!sk)
-            return 0;
-    }
+    if (fd < 0)
+        return 0;
+    u64 sk = fd_to_sk(task, fd);
+    if (!sk)
+        return 0;
     st->sk = sk;
     st->buf = buf;
     st->addr = uaddr;
@@ -610,8 +613,6 @@ static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 f
             if (mh[0])
                 st->sa_len = read_user_sa(st->sa, mh[0], (u32)mh[1]);
         }
-    } else if (uaddr && sys == SYS_CONNECT) {
-        st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
     }
     return 1;
 }
@@ -719,25 +720,22 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
     if (ret == -L_EAGAIN)
         goto out;
 #endif
-    if (sys == SYS_SENDMMSG || sys == SYS_RECVMMSG) {
+    if (sys == SYS_SENDMMSG) {  /* at its exit: a run with send triggers */
         if (ret > 0) {
             emit_mmsg(st, ret, cg, task);
             goto out;
         }
     }
     u64 sk = st->sk;
-    if ((sys == SYS_ACCEPT || sys == SYS_ACCEPT4 || sys == SYS_SOCKET) && ret >= 0) {
-        sk = fd_to_sk(task, ret);  /* the new fd is only known at exit */
-        if (!sk && sys == SYS_SOCKET)
-            goto out;        /* not a TCP/UDP socket (raw, icmp, ...) */
-    }
     struct ev_sock *e = reserve_record(RECORD_SIZE);
     if (!e)
         goto out;
     fill_common(e, st, ret, cg, task);
     fill_sock(e, sk);
-    if (sys == SYS_SOCKET && ret < 0) {
-        e->family = st->buf;  /* socket(family, type, protocol) that failed */
+    if (st->mmsg_sys) {  /* one message of an mmsg call, recorded as its sendmsg/recvmsg */
+        e->sys = st->mmsg_sys;
+        e->msg_idx = st->mmsg_idx;
+        e->flags |= F_MMSG;
     }
     u8 err = 0;
     if (sys == SYS_WRITE || sys == SYS_SENDTO || sys == SYS_WRITEV || sys == SYS_SENDMSG) {
@@ -763,19 +761,6 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
                 e->cap = read_payload(e->data, iov[0], n, &err);
             }
         }
-    } else if (sys == SYS_CONNECT) {
-        /* refused/unreachable or in progress without a peer yet: keep the
-         * address the program asked for */
-        if (e->rport == 0 && st->sa_len)
-            sa_to_remote(e, st->sa);
-        if (e->proto == L_IPPROTO_TCP && sk)
-            known_socks.update(&sk, &cg);
-    } else if ((sys == SYS_ACCEPT || sys == SYS_ACCEPT4 || sys == SYS_SOCKET) && ret >= 0 && sk
-               && e->proto == L_IPPROTO_TCP) {
-        known_socks.update(&sk, &cg);  /* owner of this sock, for softirq state changes */
-    } else if (sys == SYS_LISTEN && ret == 0 && e->proto == L_IPPROTO_TCP) {
-        u64 key = ((u64)e->h.netns << 16) | e->lport;
-        listen_ports.update(&key, &cg);
     }
     /* see keep_udp_source; a recvfrom without an address runs no hook, so
      * any source kept then is another call's */
@@ -786,9 +771,13 @@ static __always_inline int exit_stash(struct stash *st, u64 task, s64 ret, const
         e->flags |= F_PAYLOAD_ERR;
         cnt_inc(CNT_PAYLOAD_ERR);
     }
+    if (st->mmsg_sys)
+        e->count = st->mmsg_vlen;
     submit_record(e);
 out:
     st->sys = 0;  /* consumed */
+    st->mmsg_sys = 0;
+    st->mmsg_vec = 0;  /* the next record is no later message of that call */
     st->src_sk = 0;  /* a source no record took (recvmmsg's) must not reach the next */
     return 0;
 }
@@ -804,25 +793,14 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 
 /* ------------------------------------------------------ syscall tracepoints */
 
-/* Calls recorded at exit only: accept, socket, bind, listen, shutdown,
- * recvmmsg, and sendmmsg while no send trigger is armed.
- * Nothing of them needs the moment they start, and their arguments are
- * still in the task's saved user registers when they return. Skipping the
- * entry tracepoint saves its program and its perf-event path, ~200 ns per
- * call here (docs/performance.md). The record's ts_enter is its own time
- * (F_NO_ENTRY). read, readv, recvfrom, recvmsg, write, writev, sendto and
- * sendmsg are recorded in the socket layer instead: see "socket-layer data
- * path" below. */
+/* Only the sends of runs that arm send triggers have syscall tracepoint
+ * programs (below). Every other call is recorded without one: its data in
+ * the socket layer ("socket-layer data path"), its life cycle where cgroup
+ * hooks and TCP state changes see it ("socket life cycle"), its arguments
+ * from the task's saved user registers, and its ts_enter is its own time
+ * (F_NO_ENTRY). */
 #define REG(regs, n) LD(u64, regs, OFF_REGS_ARG##n)
 #define USER_REGS() ((u64)bpf_task_pt_regs((struct task_struct *)task))
-/* declares task, ret, st and regs; returns at once for a thread out of scope */
-#define EXIT_ONLY_PROLOGUE \
-    u64 task = CURRENT_TASK(); \
-    s64 ret = args->ret; \
-    struct stash *st = scoped_stash(task); \
-    if (!st) \
-        return 0; \
-    u64 regs = USER_REGS()
 
 /* The call's record, from the arguments stash_args() just kept. */
 static __always_inline int record_without_entry(struct stash *st, u64 task, s64 ret,
@@ -834,49 +812,7 @@ static __always_inline int record_without_entry(struct stash *st, u64 task, s64 
     return exit_stash(st, task, ret, sys);
 }
 
-static __always_inline int exit_only(struct stash *st, u64 task, s64 ret, const u16 sys,
-                                     s64 fd, u64 buf, u64 count, u64 uaddr, u32 msg_flags)
-{
-    if (!stash_args(st, task, sys, fd, buf, count, uaddr, 0, msg_flags, MODE_NONE))
-        return 0;
-    return record_without_entry(st, task, ret, sys);
-}
-#define EXIT_ONLY(sys, fd, buf, count, uaddr, msg_flags) \
-    exit_only(st, task, ret, sys, fd, buf, count, uaddr, msg_flags)
 
-TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
-    EXIT_ONLY_PROLOGUE;
-    s32 family = REG(regs, 0);
-    if (family != L_AF_INET && family != L_AF_INET6)
-        return 0;
-    return EXIT_ONLY(SYS_SOCKET, -1, family, (s32)REG(regs, 1), 0,
-                     (s32)REG(regs, 2));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_BIND, (s32)REG(regs, 0), 0, 0, 0, 0);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_listen) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_LISTEN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
-    return enter(SYS_CONNECT, args->fd, 0, 0, (u64)args->uservaddr, args->addrlen, 0, MODE_NONE);
-}
-TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return do_exit_ev(args->ret, SYS_CONNECT); }
-
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_ACCEPT, (s32)REG(regs, 0), 0, 0, 0, 0);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_ACCEPT4, (s32)REG(regs, 0), 0, 0, 0, (s32)REG(regs, 3));
-}
 
 /* Sends' entry and exit programs: attached only for runs that arm send
  * triggers (tracer/program.py, send_syscalls). A trigger must act before the
@@ -904,58 +840,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return do_exit_ev(args->ret, SYS_SENDMSG); }
 
-/* sendmmsg's exit program is always attached (the socket layer sees its
- * messages one by one, without their index): it records the call from its
- * entry's stash when the entry ran, else from the registers. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
     return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
-    EXIT_ONLY_PROLOGUE;
-    if (st->sys == SYS_SENDMMSG)
-        return exit_stash(st, task, ret, SYS_SENDMMSG);
-    return EXIT_ONLY(SYS_SENDMMSG, (s32)REG(regs, 0), REG(regs, 1), (u32)REG(regs, 2), 0,
-                     (u32)REG(regs, 3));
-}
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_RECVMMSG, (s32)REG(regs, 0), REG(regs, 1),
-                     (u32)REG(regs, 2), 0, (u32)REG(regs, 3));
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_shutdown) {
-    EXIT_ONLY_PROLOGUE;
-    return EXIT_ONLY(SYS_SHUTDOWN, (s32)REG(regs, 0), 0, (s32)REG(regs, 1), 0, 0);
-}
-
-/* close: emitted at entry, while the fd and the sock still exist (after a
- * last close a UDP/TCP sock may be freed before sys_exit). */
-TRACEPOINT_PROBE(syscalls, sys_enter_close) {
-    u64 task = CURRENT_TASK();
-    u64 cg;
-    if (!traced_task(task, &cg))
-        return 0;
-    u64 sk = fd_to_sk(task, args->fd);
-    if (!sk)
-        return 0;
-    struct ev_sock *e = reserve_record(RECORD_SIZE);
-    if (!e)
-        return 0;
-    fill_hdr_task(&e->h, EV_SOCK, cg, task);
-    e->ts_enter = e->h.ts;
-    e->ret = 0;
-    e->count = 0;
-    e->fd = args->fd;
-    e->sys = SYS_CLOSE;
-    e->flags = F_AT_ENTRY;
-    e->msg_flags = 0;
-    e->msg_idx = 0;
-    e->cap = 0;
-    fill_sock(e, sk);
-    submit_record(e);
-    return 0;
-}
 
 /* ------------------------------------------------ socket-layer data path */
 
@@ -985,6 +874,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_RECVMMSG 299
+#define NR_SENDMMSG 307
 
 /* A send or receive the socket layer reported on `sk`. The call's fd must
  * name that sock: I/O the kernel does on its own sockets in a task's
@@ -1000,6 +891,37 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
         return 0;
     }
     return record_without_entry(st, task, ret, sys);
+}
+
+/* One message of a sendmmsg/recvmmsg, recorded like the sendmsg/recvmsg
+ * (`as`) of its mmsghdr. The socket layer does not say which message it
+ * is: it is the one after the thread's previous record if that was a
+ * message of a call on the same fd and mmsghdr array, with fewer than vlen
+ * messages so far and no failure (a failed message ends the call), else
+ * the first. Two calls in a row with the same arguments, the first ending
+ * early without a failure (a recvmmsg timeout), would be numbered as one. */
+static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 call,
+                                   const u16 as, s64 fd, u64 vec, u32 vlen, u32 msg_flags,
+                                   const int mode)
+{
+    u32 idx = 0;
+    if (st->mmsg_vec == vec && st->mmsg_fd == fd && st->mmsg_next < vlen)
+        idx = st->mmsg_next;
+    if (!stash_args(st, task, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags, mode)
+        || st->sk != sk) {
+        st->sys = 0;
+        st->src_sk = 0;
+        st->mmsg_vec = 0;
+        return 0;
+    }
+    st->mmsg_sys = call;
+    st->mmsg_idx = idx;
+    st->mmsg_vlen = vlen;
+    record_without_entry(st, task, ret, as);
+    st->mmsg_vec = ret >= 0 ? vec : 0;  /* after exit_stash, which clears it */
+    st->mmsg_fd = fd;
+    st->mmsg_next = idx + 1;
+    return 0;
 }
 
 /* declares task, regs, nr, sk, ret; st once the call is known to be one of ours */
@@ -1019,7 +941,8 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
 
 RAW_TRACEPOINT_PROBE(sock_recv_length) {
     SOCK_IO_PROLOGUE;
-    if (nr != NR_READ && nr != NR_READV && nr != NR_RECVFROM && nr != NR_RECVMSG)
+    if (nr != NR_READ && nr != NR_READV && nr != NR_RECVFROM && nr != NR_RECVMSG
+        && nr != NR_RECVMMSG)
         return 0;
     struct stash *st = scoped_stash(task);
     if (!st)
@@ -1031,7 +954,10 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
     if (nr == NR_RECVFROM)
         return SOCK_IO(SYS_RECVFROM, REG(regs, 1), REG(regs, 2), REG(regs, 4), 0,
                        (u32)REG(regs, 3), MODE_NONE);
-    return SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE);
+    if (nr == NR_RECVMSG)
+        return SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE);
+    return mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1),
+                   (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE);
 }
 
 /* ------------------------------------------------- UDP receive sources */
@@ -1072,7 +998,8 @@ int cgroup_udp6_recvmsg(struct bpf_sock_addr *ctx) { return keep_udp_source(ctx,
 
 RAW_TRACEPOINT_PROBE(sock_send_length) {
     SOCK_IO_PROLOGUE;
-    if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG)
+    if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG
+        && nr != NR_SENDMMSG)
         return 0;
     struct stash *st = scoped_stash(task);
     if (!st)
@@ -1084,7 +1011,165 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     if (nr == NR_SENDTO)
         return SEND_IO(SYS_SENDTO, REG(regs, 1), REG(regs, 2), REG(regs, 4), (s32)REG(regs, 5),
                        (u32)REG(regs, 3), MODE_BUF);
-    return SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG);
+    if (nr == NR_SENDMSG)
+        return SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG);
+    if (st->sys == SYS_SENDMMSG)
+        return 0;  /* its entry program ran (send triggers): recorded at its exit */
+    return mmsg_io(st, task, sk, ret, SYS_SENDMMSG, SYS_SENDMSG, (s32)REG(regs, 0), REG(regs, 1),
+                   (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_MSG);
+}
+
+/* --------------------------------------------------- socket life cycle */
+
+/* socket, bind, connect (UDP) and close are recorded where cgroup hooks
+ * see them, listen, connect (TCP) and shutdown where the TCP state changes,
+ * and nothing is attached to a syscall tracepoint for them: attaching any
+ * syscall tracepoint puts every system call of every task on the host on
+ * the slow path (docs/performance.md, "Sixth session"). The hooks run in
+ * the calling task; which system call it is in, and its fd, come from the
+ * saved user registers. What they cannot see is filled in after the run
+ * (tracer/lifecycle.py): socket's fd (the new fd is installed after the
+ * hook) and connect's local port (chosen after it), from the sock's later
+ * records, and accept, which no hook sees at all, from the accepted sock's
+ * first use. */
+#define NR_CLOSE    3
+#define NR_CONNECT  42
+#define NR_SHUTDOWN 48
+#define NR_BIND     49
+#define NR_LISTEN   50
+#define L_TCP_SYN_SENT 2
+#define L_TCP_LISTEN 10
+
+/* One life-cycle record of the current task on `sk`: its fd from the
+ * registers when the task is in system call `nr`, else -1 (a close at
+ * exit, say). */
+static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const u16 sys,
+                                       const u64 nr, u64 count, u8 *sa)
+{
+    u64 regs = USER_REGS();
+    s64 fd = LD(u64, regs, OFF_REGS_ORIG_AX) == nr ? (s32)REG(regs, 0) : -1;
+    struct ev_sock *e = reserve_record(RECORD_SIZE);
+    if (!e)
+        return;
+    fill_hdr_task(&e->h, EV_SOCK, st->cg, task);
+    e->ts_enter = e->h.ts;
+    e->ret = sys == SYS_SOCKET ? -1 : 0;  /* socket's fd: see lifecycle.py */
+    e->count = count;
+    e->fd = sys == SYS_SOCKET ? -1 : fd;
+    e->sys = sys;
+    e->flags = sys == SYS_CLOSE ? F_AT_ENTRY : F_NO_ENTRY;
+    e->msg_flags = 0;
+    e->msg_idx = 0;
+    e->cap = 0;
+    fill_sock(e, sk);
+    if (sa)
+        sa_to_remote(e, sa);
+    u64 cg = st->cg;
+    if (e->proto == L_IPPROTO_TCP) {
+        if (sys == SYS_SOCKET || sys == SYS_CONNECT)
+            known_socks.update(&sk, &cg);  /* owner of this sock, for softirq state changes */
+        if (sys == SYS_LISTEN) {
+            u64 key = ((u64)e->h.netns << 16) | e->lport;
+            listen_ports.update(&key, &cg);
+        }
+    }
+    submit_record(e);
+}
+
+int cgroup_sock_create(struct bpf_sock *ctx)
+{
+    u32 proto = ctx->protocol;
+    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+        return 1;
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (st)
+        life_cycle(st, task, (u64)ctx, SYS_SOCKET, 0, ctx->type, 0);
+    return 1;  /* 1: the call goes on */
+}
+
+/* after a successful bind (a failed one is not recorded) */
+static __always_inline int post_bind(struct bpf_sock *ctx)
+{
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (st)
+        life_cycle(st, task, (u64)ctx, SYS_BIND, NR_BIND, 0, 0);
+    return 1;
+}
+int cgroup_post_bind4(struct bpf_sock *ctx) { return post_bind(ctx); }
+int cgroup_post_bind6(struct bpf_sock *ctx) { return post_bind(ctx); }
+
+/* before a UDP connect (TCP's are recorded at SYN_SENT, below): the
+ * address it asks for */
+static __always_inline int udp_connect(struct bpf_sock_addr *ctx, const u16 family)
+{
+    if (ctx->type != 2)  /* SOCK_DGRAM */
+        return 1;
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (!st)
+        return 1;
+    u8 sa[32] = {};
+    *(u16 *)sa = family;
+    *(u16 *)(sa + 2) = (u16)ctx->user_port;
+    if (family == L_AF_INET) {
+        *(u32 *)(sa + 4) = ctx->user_ip4;
+    } else {
+        *(u32 *)(sa + 8) = ctx->user_ip6[0];
+        *(u32 *)(sa + 12) = ctx->user_ip6[1];
+        *(u32 *)(sa + 16) = ctx->user_ip6[2];
+        *(u32 *)(sa + 20) = ctx->user_ip6[3];
+    }
+    life_cycle(st, task, (u64)ctx->sk, SYS_CONNECT, NR_CONNECT, 0, sa);
+    return 1;
+}
+int cgroup_connect4(struct bpf_sock_addr *ctx) { return udp_connect(ctx, L_AF_INET); }
+int cgroup_connect6(struct bpf_sock_addr *ctx) { return udp_connect(ctx, L_AF_INET6); }
+
+/* the last close of a TCP or UDP socket (closing one of several fds of a
+ * socket releases nothing, and is not recorded) */
+int cgroup_sock_release(struct bpf_sock *ctx)
+{
+    u32 proto = ctx->protocol;
+    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+        return 1;
+    u64 task = CURRENT_TASK();
+    struct stash *st = scoped_stash(task);
+    if (st)
+        life_cycle(st, task, (u64)ctx, SYS_CLOSE, NR_CLOSE, 0, 0);
+    return 1;
+}
+
+/* listen (CLOSE -> LISTEN), connect (CLOSE -> SYN_SENT) and shutdown of a
+ * TCP sock, from its state change, when that runs inside the caller's
+ * system call on the caller's own fd: on loopback the peer's changes run
+ * there too (the server's SYN_RECV -> ESTABLISHED inside the client's
+ * connect), and must not be taken for the caller's. A shutdown that
+ * changes no state (SHUT_RD, or a second one) is not recorded. */
+static __always_inline void state_change_call(u64 sk, int oldstate, int newstate)
+{
+    u64 task = CURRENT_TASK();
+    u64 regs = USER_REGS();
+    u64 nr = LD(u64, regs, OFF_REGS_ORIG_AX);
+    u16 sys;
+    if (nr == NR_LISTEN && newstate == L_TCP_LISTEN)
+        sys = SYS_LISTEN;
+    else if (nr == NR_CONNECT && oldstate == L_TCP_CLOSE && newstate == L_TCP_SYN_SENT)
+        sys = SYS_CONNECT;
+    else if (nr == NR_SHUTDOWN)
+        sys = SYS_SHUTDOWN;
+    else
+        return;
+    struct stash *st = scoped_stash(task);
+    if (!st || fd_to_sk(task, (s32)REG(regs, 0)) != sk)
+        return;
+    if (sys == SYS_LISTEN)
+        life_cycle(st, task, sk, SYS_LISTEN, NR_LISTEN, (s32)REG(regs, 1), 0);
+    else if (sys == SYS_CONNECT)
+        life_cycle(st, task, sk, SYS_CONNECT, NR_CONNECT, 0, 0);
+    else
+        life_cycle(st, task, sk, SYS_SHUTDOWN, NR_SHUTDOWN, (s32)REG(regs, 1), 0);
 }
 
 /* ------------------------------------------------------- process events */
@@ -1170,6 +1255,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != L_IPPROTO_TCP)
         return 0;
     u64 sk = (u64)args->skaddr;
+    state_change_call(sk, args->oldstate, args->newstate);
     u64 cg = 0;
     u8 owner_by;
     u32 netns = sk_netns(CAST(sk, SOCK));
@@ -1226,7 +1312,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         __builtin_memcpy(e->raddr, args->daddr, 4);
     }
     e->owner_by = owner_by;
-    __builtin_memset(e->_pad, 0, 7);
+    e->sk_err = (u8)LD(s32, CAST(sk, SOCK), OFF_SOCK_ERR);
+    __builtin_memset(e->_pad, 0, 6);
     if (args->newstate == L_TCP_CLOSE)
         known_socks.delete(&sk);
     submit_record(e);

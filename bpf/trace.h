@@ -115,7 +115,8 @@ struct ev_tcpstate {
     __u8  laddr[16];
     __u8  raddr[16];
     __u8  owner_by;    /* how h.cgroup (the sock's owner) was found: OWNER_* */
-    __u8  _pad[7];
+    __u8  sk_err;      /* the sock's pending error (errno) at the change: why a connect failed */
+    __u8  _pad[6];
 };
 #define EV_TCPSTATE_SIZE 112
 /* ev_tcpstate.owner_by. h.pid/tid/comm are always 0: the tracepoint often

@@ -36,7 +36,7 @@ PROBE_NAMES = [
     "tracefs",
     "syscall_tracepoints",
     "sock_tracepoints",
-    "cgroup_recvmsg",
+    "cgroup_sock",
     "record_slots",
     "task_storage",
     "send_signal",

@@ -198,6 +198,7 @@ NEEDED = {
     "OFF_SK_NET": ("sock", "__sk_common.skc_net"),
     "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
     "OFF_SK_TYPE": ("sock", "sk_type"),
+    "OFF_SOCK_ERR": ("sock", "sk_err"),  # not OFF_SK_: that span is read in one go
     "OFF_INET_SPORT": ("inet_sock", "inet_sport"),
     "OFF_TCP_COPIED_SEQ": ("tcp_sock", "copied_seq"),
     "OFF_TCP_WRITE_SEQ": ("tcp_sock", "write_seq"),
@@ -226,7 +227,8 @@ SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,
          "OFF_SK_V6_DADDR": 16, "OFF_SK_V6_RCV_SADDR": 16, "OFF_SK_PROTOCOL": 2,
          "OFF_SK_TYPE": 2, "OFF_NET_INUM": 4, "OFF_TASK_PID": 4,
          "OFF_TASK_TGID": 4, "OFF_TASK_EXIT_CODE": 4, "OFF_TCP_COPIED_SEQ": 4,
-         "OFF_TCP_WRITE_SEQ": 4, "OFF_INET_SPORT": 2, "OFF_TASK_COMM": 16}
+         "OFF_TCP_WRITE_SEQ": 4, "OFF_INET_SPORT": 2, "OFF_TASK_COMM": 16,
+         "OFF_SOCK_ERR": 4}
 
 
 def offsets(btf: BTF | None = None) -> dict[str, int]:

@@ -34,7 +34,7 @@ FAMILIES = {2: 4, 10: 6}
 _HDR = struct.Struct("<QIIIIQ16s")  # struct ev_hdr
 _SOCK = struct.Struct("<QQqQiHHHHHHHBBIIIII16s16s")  # struct ev_sock after the header
 _PROC = struct.Struct("<IIIiII64s")  # struct ev_proc after the header
-_TCPSTATE = struct.Struct("<QiiHHHH16s16sB7x")  # struct ev_tcpstate after the header
+_TCPSTATE = struct.Struct("<QiiHHHH16s16sBB6x")  # struct ev_tcpstate after the header
 assert _HDR.size + _SOCK.size == H["EV_SOCK_SIZE_BASE"]
 assert _HDR.size + _PROC.size == H["EV_PROC_SIZE"]
 _FAULT = struct.Struct("<QQIIII")  # struct ev_fault after the header
@@ -113,9 +113,10 @@ class Decoder:
             e.kind, e.exit_code = EXIT, exit_code
 
     def _tcp_state(self, e: Event, record: bytes) -> None:
-        (sk, old, new, family, proto, lport, rport, laddr, raddr, _owner) = \
+        (sk, old, new, family, proto, lport, rport, laddr, raddr, _owner, sk_err) = \
             _TCPSTATE.unpack_from(record, _HDR.size)
         e.kind, e.sk, e.old_state, e.new_state = TCP_STATE, sk, old, new
+        e.ret = -sk_err  # the sock's pending error at the change (a failed connect's)
         e.proto, e.family = PROTOCOLS.get(proto, ""), FAMILIES.get(family, 0)
         e.laddr, e.lport = _address(family, laddr), lport
         e.raddr, e.rport = _address(family, raddr), rport

@@ -27,7 +27,7 @@ MSG_PEEK = 0x2
 class Event:
     seq: int  # position in the trace (by record time: the per-CPU rings merged)
     kind: str
-    ts: int  # ns, when recorded: at syscall exit, or in the socket layer after the I/O
+    ts: int  # ns, when recorded (in the socket layer after the I/O; at a hook; at exit)
     pid: int  # tgid
     tid: int
     comm: str
@@ -35,11 +35,12 @@ class Event:
     cgroup: int = 0
     netns: int = 0
     # -- sock ------------------------------------------------------------
-    syscall: str = ""  # socket, bind, listen, connect, accept, accept4, read, write, ...
+    syscall: str = ""  # socket, bind, listen, connect, accept (inferred), read, write, ...
     ts_enter: int = 0  # ns, at syscall entry; = ts for calls recorded without it (exit_only)
     exit_only: bool = False  # no entry program saw it: recorded at exit or in the socket layer
     fd: int = -1  # the fd argument (accept: the listening fd; the new fd is ret)
-    ret: int = 0  # return value (-errno on failure); for one mmsg message: its length
+    ret: int = 0  # return value (-errno on failure); for one mmsg message: its length;
+    # tcp_state: the sock's pending error then (-errno, 0 if none)
     count: int = 0  # bytes asked for (len), or vlen/backlog/how/type, per syscall
     sk: int = 0  # kernel sock address: a socket's identity while it lives
     proto: str = ""  # "tcp" | "udp" | ""
@@ -55,6 +56,7 @@ class Event:
     msg_idx: int = 0  # sendmmsg/recvmmsg: which message of the call
     payload: bytes = b""  # the first N bytes (N = the tracer's snoop length)
     raddr_from_arg: bool = False  # remote endpoint from the sockaddr argument (UDP sendto)
+    inferred: bool = False  # not recorded but rebuilt from later records (accept: lifecycle.py)
     # -- fork / exec / exit -----------------------------------------------
     ppid: int = 0  # fork: parent tgid
     child_pid: int = 0

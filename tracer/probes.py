@@ -46,7 +46,9 @@ CFG_SELF_TGID, CFG_VICTIM_TGID, CFG_TCP_PORT, CFG_UDP_PORT = range(4)
     HIT_SOCK_SEND,
     HIT_SOCK_RECV,
     HIT_UDP_SOURCE,
-) = range(11)
+    HIT_SOCK_CREATE,
+    HIT_SOCK_RELEASE,
+) = range(13)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ SPECS: dict[str, _Spec] = {
     "syscall_tracepoints": _Spec(
         "syscall tracepoints",
         True,
-        "the trace itself: sends, receives, connects and forks are seen as system calls",
+        "fault triggers on sends: a fault acts at the send's entry, before the data "
+        "leaves (the trace itself needs no syscall tracepoint)",
     ),
     "sock_tracepoints": _Spec(
         "sock/tcp tracepoints",
@@ -103,11 +106,11 @@ SPECS: dict[str, _Spec] = {
         "TCP connection life cycle (connect/accept pairing, closes) in the lineage, "
         "and reads, writes and sends on sockets (sock_send_length/sock_recv_length)",
     ),
-    "cgroup_recvmsg": _Spec(
-        "cgroup UDP recvmsg hook",
+    "cgroup_sock": _Spec(
+        "cgroup socket hooks",
         True,
-        "the source address of UDP receives, so UDP messages cannot be matched "
-        "to their senders",
+        "socket, bind, connect (UDP) and close records, and the source address of "
+        "UDP receives (so UDP messages could not be matched to their senders)",
     ),
     "record_slots": _Spec(
         "record slots (mmapable array + atomics)", True,
@@ -621,34 +624,47 @@ def _yield_after_go(go_read: int, go_write: int) -> int:
     return 0
 
 
-def probe_cgroup_recvmsg(kit: _Kit) -> tuple[bool, str]:
+def probe_cgroup_sock(kit: _Kit) -> tuple[bool, str]:
     root = cgroup2_root()
     if root is None:
         return False, "cgroup v2 is not mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)"
-    recvmsg4 = kit.bcc.BPFAttachType.CGROUP_UDP4_RECVMSG
-    fn = kit.bpf.load_func(b"udp_source", kit.bcc.BPF.CGROUP_SOCK_ADDR, attach_type=recvmsg4)
+    bcc = kit.bcc
+    hooks = [(b"sock_create", bcc.BPF.CGROUP_SOCK, bcc.BPFAttachType.CGROUP_INET_SOCK_CREATE),
+             (b"udp_source", bcc.BPF.CGROUP_SOCK_ADDR, bcc.BPFAttachType.CGROUP_UDP4_RECVMSG),
+             (b"sock_release", bcc.BPF.CGROUP_SOCK, bcc.BPFAttachType.CGROUP_INET_SOCK_RELEASE)]
+    links: list[int] = []
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, prog_type, attach_type in hooks:
+            fn = kit.bpf.load_func(name, prog_type, attach_type=attach_type)
+            try:
+                links.append(link_to_cgroup(fn.fd, fd, attach_type))
+            except OSError as err:
+                return False, f"linking {name.decode()} to {root} failed: {_describe(err)}"
+        _udp_exchange(kit)
+    finally:
+        for link in links:
+            os.close(link)
+        os.close(fd)
+    created, sources, released = (kit.hits(h) for h in
+                                  (HIT_SOCK_CREATE, HIT_UDP_SOURCE, HIT_SOCK_RELEASE))
+    detail = (f"programs linked to {root} saw {created} of 2 UDP socket() calls, the "
+              f"sender's port in {sources} of {_TRIGGERS} recvfrom() calls, and {released} "
+              "of 2 last closes")
+    return created >= 2 and sources >= _TRIGGERS and released >= 2, detail
+
+
+def _udp_exchange(kit: _Kit) -> None:
+    """Two UDP sockets: _TRIGGERS datagrams from one to the other, then both closed."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(2.0)  # a lost datagram must not hang the doctor
         tx.bind(("127.0.0.1", 0))
         kit.set(CFG_UDP_PORT, tx.getsockname()[1])
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            link = link_to_cgroup(fn.fd, fd, recvmsg4)
-        except OSError as err:
-            return False, f"linking a UDP4_RECVMSG program to {root} failed: {_describe(err)}"
-        finally:
-            os.close(fd)
-        try:
-            for _ in range(_TRIGGERS):
-                tx.sendto(b"ldfi-doctor", rx.getsockname())
-                rx.recvfrom(64)
-        finally:
-            os.close(link)
-    seen = kit.hits(HIT_UDP_SOURCE)
-    return seen >= _TRIGGERS, (f"a UDP4_RECVMSG program linked to {root} saw the sender's "
-                               f"port in {seen} of {_TRIGGERS} recvfrom() calls")
+        for _ in range(_TRIGGERS):
+            tx.sendto(b"ldfi-doctor", rx.getsockname())
+            rx.recvfrom(64)
 
 
 def probe_send_signal(kit: _Kit) -> tuple[bool, str]:
@@ -951,7 +967,7 @@ def probe_lsm(kit: _Kit) -> tuple[bool, str]:
 _BPF_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [
     ("syscall_tracepoints", probe_syscall_tracepoints),
     ("sock_tracepoints", probe_sock_tracepoints),
-    ("cgroup_recvmsg", probe_cgroup_recvmsg),
+    ("cgroup_sock", probe_cgroup_sock),
     ("send_signal", probe_send_signal),
 ]
 _OPTIONAL_PROBES: list[tuple[str, Callable[[_Kit], tuple[bool, str]]]] = [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer import btf
+from tracer import btf, lifecycle
 from tracer.decode import BPF_DIR, Decoder, H
 from tracer.events import Event
 from tracer.kernel import cgroup2_root, link_to_cgroup, quiet_stderr
@@ -52,14 +52,23 @@ _BPF_PSEUDO_KFUNC_CALL = 2
 SEND_SYSCALLS = (*(f"syscalls:sys_enter_{call}".encode()
                    for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg")),
                  *(f"syscalls:sys_exit_{call}".encode()
-                   for call in ("write", "writev", "sendto", "sendmsg")))
+                   for call in ("write", "writev", "sendto", "sendmsg", "sendmmsg")))
 
 
-# The cgroup hooks that hand a UDP datagram's source to the record of its
-# receive (bpf/trace.bpf.c, "UDP receive sources"): bpf_attach_type
-# CGROUP_UDP4_RECVMSG / CGROUP_UDP6_RECVMSG. Linked to the cgroup v2 root
-# while the program lives.
-CGROUP_HOOKS = ((b"cgroup_udp4_recvmsg", 19), (b"cgroup_udp6_recvmsg", 20))
+# The cgroup programs of bpf/trace.bpf.c ("socket life cycle", "UDP receive
+# sources"), linked to the cgroup v2 root while the program lives:
+# (function, bpf_prog_type, bpf_attach_type).
+_CGROUP_SOCK, _CGROUP_SOCK_ADDR = 9, 18
+CGROUP_HOOKS = (
+    (b"cgroup_sock_create", _CGROUP_SOCK, 2),          # INET_SOCK_CREATE
+    (b"cgroup_post_bind4", _CGROUP_SOCK, 12),          # INET4_POST_BIND
+    (b"cgroup_post_bind6", _CGROUP_SOCK, 13),          # INET6_POST_BIND
+    (b"cgroup_connect4", _CGROUP_SOCK_ADDR, 10),       # INET4_CONNECT
+    (b"cgroup_connect6", _CGROUP_SOCK_ADDR, 11),       # INET6_CONNECT
+    (b"cgroup_udp4_recvmsg", _CGROUP_SOCK_ADDR, 19),   # UDP4_RECVMSG
+    (b"cgroup_udp6_recvmsg", _CGROUP_SOCK_ADDR, 20),   # UDP6_RECVMSG
+    (b"cgroup_sock_release", _CGROUP_SOCK, 34),        # INET_SOCK_RELEASE
+)
 
 
 def record_size(payload_bytes: int) -> int:
@@ -145,7 +154,7 @@ class TraceProgram:
             raise TracerUnavailable(f"cannot open the cgroup v2 root {root} ({err.strerror}): "
                                     "'ldfi doctor' shows what is missing") from None
         try:
-            for name, attach_type in CGROUP_HOOKS:
+            for name, _, attach_type in CGROUP_HOOKS:
                 try:
                     self._links.append(link_to_cgroup(self.bpf.funcs[name].fd, fd, attach_type))
                 except OSError as err:  # also: no libbpf.so.1 (then without a strerror)
@@ -303,8 +312,8 @@ def _compile(payload_bytes: int, ring_slots: int, nr_rings: int) -> tuple[Any, b
             continue
         try:
             with quiet_stderr():
-                for name, attach_type in CGROUP_HOOKS:
-                    bpf.load_func(name, bpf_class.CGROUP_SOCK_ADDR, attach_type=attach_type)
+                for name, prog_type, attach_type in CGROUP_HOOKS:
+                    bpf.load_func(name, prog_type, attach_type=attach_type)
             return bpf, kfunc_cast == "1"
         except Exception as err:
             bpf.cleanup()
@@ -488,6 +497,7 @@ class Recording:
                                      for spans in self._spans])
             events = [e for e in map(decoder.decode, records) if e is not None]
             del records  # its generators hold views of the chunks
+            events = lifecycle.complete(events)
             decoded = True
         finally:
             for spans in self._spans:

@@ -2,7 +2,7 @@
 pairing of connect with accept.
 
 TCP: each direction of a connection is one byte stream. The tracer reports
-write_seq (sends) and copied_seq (receives) at syscall exit; both live in the
+write_seq (sends) and copied_seq (receives) after the call's I/O; both live in the
 sender's sequence space, so a send of n bytes covers [seq_w - n, seq_w) and a
 receive of n bytes [seq_r - n, seq_r), and overlap is the exact byte-level
 match. Without sequence numbers we fall back to cumulative byte counts.
