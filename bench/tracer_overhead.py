@@ -39,7 +39,7 @@ from ldfi.readiness import wait_ready
 from ldfi.sandbox import Sandbox
 from ldfi.scenario import Ready
 from ldfi.trace import Topology, build_trace
-from tracer.program import SEND_SYSCALLS, TraceProgram
+from tracer.program import TraceProgram
 
 REDIS = ("redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' "
          "--appendonly no")
@@ -71,7 +71,8 @@ TRACED = {"bop-bpf": ("redis", "client"), "bop-server": ("redis",)}
 def one_round(mode: str, requests: int, clients: int, program: TraceProgram | None,
               tmp: Path) -> dict:
     run_dir = tmp / f"{mode}-{time.monotonic_ns()}"
-    ours = len(SEND_SYSCALLS) if program is not None and program.send_syscalls_attached else 0
+    ours = 0 if program is None else sum(  # loaded: what bpftool lists, attached or not
+        1 for name in program.bpf.funcs if b"sys_enter" in name or b"sys_exit" in name)
     foreign = syscall_programs() - ours
     with Sandbox(["redis"], run_dir) as sb:
         recording = None
