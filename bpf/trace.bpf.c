@@ -9,8 +9,8 @@
  * `task->files` etc.: bcc would silently rewrite it with the wrong (header)
  * layout.
  *
- * Cost matters here: these programs run at the entry and exit of every
- * socket system call of the traced processes. On the project's VM a helper
+ * Cost matters here: these programs run at every socket system call of
+ * the traced processes. On the project's VM a helper
  * call costs 20-80 ns (retpolines, SRSO safe-RET), so the hot path avoids
  * them where it can: typed loads instead of bpf_probe_read_kernel, the
  * cgroup id read from the task, one task-storage lookup per program.
@@ -55,8 +55,8 @@ _Static_assert(sizeof(struct ev_tcpstate) == EV_TCPSTATE_SIZE, "ev_tcpstate layo
 _Static_assert(sizeof(struct ev_proc) <= RECORD_SIZE, "ev_proc fits a record");
 _Static_assert(sizeof(struct ev_tcpstate) <= RECORD_SIZE, "ev_tcpstate fits a record");
 
-/* a call's arguments, kept per thread from sys_enter to sys_exit (for the
- * calls recorded at exit only, filled there: see exit_only) */
+/* a call's arguments, kept per thread: from sys_enter to sys_exit for the
+ * sends of runs with send triggers, else filled where the call is recorded */
 struct stash {
     u64 scope_cg;   /* the thread was in scope in this cgroup ... */
     u64 scope_gen;  /* ... at this scope generation (see scope_gen) */
@@ -848,9 +848,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
 
 /* ------------------------------------------------ socket-layer data path */
 
-/* read, readv, recvfrom, recvmsg, write, writev, sendto and sendmsg are
- * recorded where the
- * socket layer reports what they moved: the raw tracepoints
+/* read, readv, recvfrom, recvmsg, recvmmsg, write, writev, sendto, sendmsg
+ * and sendmmsg are recorded where the socket layer reports what they
+ * moved: the raw tracepoints
  * sock:sock_recv_length and sock:sock_send_length (sk, ret, flags), which
  * fire in the calling task at the end of sock_recvmsg()/sock_sendmsg(), on
  * sockets only. Entering a raw tracepoint program costs a few tens of ns;
@@ -862,9 +862,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
  *
  * A UDP datagram's source address reaches the caller's memory only after
  * sock_recvmsg() returns; the cgroup hooks below ("UDP receive sources")
- * hand it over. The sendmmsg/recvmmsg messages, which pass here one by one, are recorded
- * at their calls' exits with their index. What the socket layer does not
- * see is not recorded: a read() of 0 bytes (it returns before reaching the
+ * hand it over. The messages of sendmmsg/recvmmsg pass here one by one,
+ * without their index: see mmsg_io. What the socket layer does not see is
+ * not recorded: a read() of 0 bytes (it returns before reaching the
  * socket) and a call that fails before it (a bad buffer address). */
 #define NR_READ    0
 #define NR_WRITE   1
@@ -907,6 +907,12 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
     u32 idx = 0;
     if (st->mmsg_vec == vec && st->mmsg_fd == fd && st->mmsg_next < vlen)
         idx = st->mmsg_next;
+    if (ret < 0 && idx > 0) {
+        /* the message that ended the call (EAGAIN after MSG_WAITFORONE, ...):
+         * the call returned the ones before it, and so does the trace */
+        st->mmsg_vec = 0;
+        return 0;
+    }
     if (!stash_args(st, task, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags, mode)
         || st->sk != sk) {
         st->sys = 0;
@@ -1038,6 +1044,8 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
 #define NR_BIND     49
 #define NR_LISTEN   50
 #define L_TCP_SYN_SENT 2
+#define L_TCP_FIN_WAIT1 4
+#define L_TCP_LAST_ACK 9
 #define L_TCP_LISTEN 10
 
 /* One life-cycle record of the current task on `sk`: its fd from the
@@ -1046,11 +1054,15 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
 static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const u16 sys,
                                        const u64 nr, u64 count, u8 *sa)
 {
+    u64 cg = st->cg;
+    if (faults_armed() && dead_cgroups.lookup(&cg))
+        return;  /* a crashed node's: it dies at its next send or receive (no signal from here) */
     u64 regs = USER_REGS();
     s64 fd = LD(u64, regs, OFF_REGS_ORIG_AX) == nr ? (s32)REG(regs, 0) : -1;
     struct ev_sock *e = reserve_record(RECORD_SIZE);
     if (!e)
         return;
+    st->mmsg_vec = 0;  /* the thread's last record is no mmsg message any more */
     fill_hdr_task(&e->h, EV_SOCK, st->cg, task);
     e->ts_enter = e->h.ts;
     e->ret = sys == SYS_SOCKET ? -1 : 0;  /* socket's fd: see lifecycle.py */
@@ -1064,7 +1076,6 @@ static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const
     fill_sock(e, sk);
     if (sa)
         sa_to_remote(e, sa);
-    u64 cg = st->cg;
     if (e->proto == L_IPPROTO_TCP) {
         if (sys == SYS_SOCKET || sys == SYS_CONNECT)
             known_socks.update(&sk, &cg);  /* owner of this sock, for softirq state changes */
@@ -1076,7 +1087,8 @@ static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const
     submit_record(e);
 }
 
-int cgroup_sock_create(struct bpf_sock *ctx)
+/* socket() and the last close of a TCP or UDP socket */
+static __always_inline int sock_hook(struct bpf_sock *ctx, const u16 sys, const u64 nr)
 {
     u32 proto = ctx->protocol;
     if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
@@ -1084,13 +1096,18 @@ int cgroup_sock_create(struct bpf_sock *ctx)
     u64 task = CURRENT_TASK();
     struct stash *st = scoped_stash(task);
     if (st)
-        life_cycle(st, task, (u64)ctx, SYS_SOCKET, 0, ctx->type, 0);
+        life_cycle(st, task, (u64)ctx, sys, nr, sys == SYS_SOCKET ? ctx->type : 0, 0);
     return 1;  /* 1: the call goes on */
 }
+
+int cgroup_sock_create(struct bpf_sock *ctx) { return sock_hook(ctx, SYS_SOCKET, 0); }
 
 /* after a successful bind (a failed one is not recorded) */
 static __always_inline int post_bind(struct bpf_sock *ctx)
 {
+    u32 proto = ctx->protocol;
+    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+        return 1;
     u64 task = CURRENT_TASK();
     struct stash *st = scoped_stash(task);
     if (st)
@@ -1104,7 +1121,7 @@ int cgroup_post_bind6(struct bpf_sock *ctx) { return post_bind(ctx); }
  * address it asks for */
 static __always_inline int udp_connect(struct bpf_sock_addr *ctx, const u16 family)
 {
-    if (ctx->type != 2)  /* SOCK_DGRAM */
+    if (ctx->protocol != L_IPPROTO_UDP)
         return 1;
     u64 task = CURRENT_TASK();
     struct stash *st = scoped_stash(task);
@@ -1127,19 +1144,9 @@ static __always_inline int udp_connect(struct bpf_sock_addr *ctx, const u16 fami
 int cgroup_connect4(struct bpf_sock_addr *ctx) { return udp_connect(ctx, L_AF_INET); }
 int cgroup_connect6(struct bpf_sock_addr *ctx) { return udp_connect(ctx, L_AF_INET6); }
 
-/* the last close of a TCP or UDP socket (closing one of several fds of a
- * socket releases nothing, and is not recorded) */
-int cgroup_sock_release(struct bpf_sock *ctx)
-{
-    u32 proto = ctx->protocol;
-    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
-        return 1;
-    u64 task = CURRENT_TASK();
-    struct stash *st = scoped_stash(task);
-    if (st)
-        life_cycle(st, task, (u64)ctx, SYS_CLOSE, NR_CLOSE, 0, 0);
-    return 1;
-}
+/* the last close of a socket (closing one of several fds of a socket
+ * releases nothing, and is not recorded) */
+int cgroup_sock_release(struct bpf_sock *ctx) { return sock_hook(ctx, SYS_CLOSE, NR_CLOSE); }
 
 /* listen (CLOSE -> LISTEN), connect (CLOSE -> SYN_SENT) and shutdown of a
  * TCP sock, from its state change, when that runs inside the caller's
@@ -1157,8 +1164,10 @@ static __always_inline void state_change_call(u64 sk, int oldstate, int newstate
         sys = SYS_LISTEN;
     else if (nr == NR_CONNECT && oldstate == L_TCP_CLOSE && newstate == L_TCP_SYN_SENT)
         sys = SYS_CONNECT;
-    else if (nr == NR_SHUTDOWN)
-        sys = SYS_SHUTDOWN;
+    else if (nr == NR_SHUTDOWN && (newstate == L_TCP_FIN_WAIT1 || newstate == L_TCP_LAST_ACK
+                                   || (newstate == L_TCP_CLOSE && (oldstate == L_TCP_LISTEN
+                                                                   || oldstate == L_TCP_SYN_SENT))))
+        sys = SYS_SHUTDOWN;  /* the change shutdown makes, not the peer's ACK it then processes */
     else
         return;
     struct stash *st = scoped_stash(task);
@@ -1247,8 +1256,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
  * tracepoint program cannot tell softirq from process context (the common_
  * fields of the record are not readable: direct access below offset 8 is
  * refused and bpf_probe_read of them returns garbage on the perf path). So
- * the owner of a sock is decided by (1) known_socks (filled at socket()/
- * accept()/connect() exit by traced tasks), then (2) listen_ports (server-
+ * the owner of a sock is decided by (1) known_socks (filled at the socket()
+ * and connect() of traced tasks), then (2) listen_ports (server-
  * side child socks, which exist before accept() returns them), and only
  * then (3) the current task's cgroup (socks older than the tracer). */
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {

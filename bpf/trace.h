@@ -45,10 +45,11 @@
 
 /* ev_sock.flags */
 #define F_RADDR_ARG   0x01 /* remote endpoint taken from the sockaddr argument, not the sock */
-#define F_AT_ENTRY    0x02 /* emitted at sys_enter (close): ret is not known */
+#define F_AT_ENTRY    0x02 /* emitted before the call's end (close): ret is not known */
 #define F_SEQ         0x04 /* seq_w/seq_r are valid (TCP) */
 #define F_PAYLOAD_ERR 0x08 /* reading the user buffer failed (page not present?) */
-#define F_MMSG        0x10 /* one message of sendmmsg/recvmmsg: ret = msg_len, count = messages returned */
+#define F_MMSG        0x10 /* one message of sendmmsg/recvmmsg: ret = msg_len; count = vlen
+                              (recorded at a send-trigger exit: messages returned) */
 #define F_NO_ENTRY    0x20 /* no entry program saw the call: ts_enter is the record's own time */
 
 struct ev_hdr {
@@ -63,8 +64,8 @@ struct ev_hdr {
 
 struct ev_sock {
     struct ev_hdr h;
-    __u64 ts_enter;  /* sys_enter time (connect, close; sends while fault triggers
-                        are armed); ts for calls recorded without it (F_NO_ENTRY) */
+    __u64 ts_enter;  /* sys_enter time (sends while fault triggers are armed); ts for
+                        calls recorded without it (F_NO_ENTRY) */
     __u64 sk;        /* struct sock * : identity of the socket while it lives */
     __s64 ret;       /* syscall return (for F_MMSG: that message's msg_len) */
     __u64 count;     /* requested bytes (read/write/send/recv len), vlen/iovlen for vectors,

@@ -95,3 +95,24 @@ def test_no_accept_without_a_passive_open_or_a_use() -> None:
     run.sock("close", SERVER_SK)  # released at exit: fd unknown
     out = complete(run.events)
     assert not [e for e in out if e.syscall == "accept"]
+
+
+def test_an_accepted_sock_never_used_gives_no_accept_to_the_next_sock_at_its_address() -> None:
+    """A connection left in the accept queue of a server that crashed: its
+    sock is freed, and a new sock soon gets its address."""
+    run = Run()
+    run.state(SERVER_SK, 3, 1, lport=80, rport=40000)
+    run.sock("socket", SERVER_SK, ret=-1)  # the restarted server's listener
+    run.sock("bind", SERVER_SK, fd=3, lport=80)
+    out = complete(run.events)
+    assert not [e for e in out if e.syscall == "accept"]
+
+
+def test_fills_stop_at_the_end_of_the_socks_life() -> None:
+    run = Run()
+    unused = run.sock("socket", CLIENT_SK, ret=-1)
+    run.sock("close", CLIENT_SK, fd=3)  # released: the address is free again
+    run.state(CLIENT_SK, 10, 3, lport=80)  # a listener's child gets it
+    run.sock("read", CLIENT_SK, fd=7, ret=1)
+    complete(run.events)
+    assert unused.ret == 3  # its own close, not the child's read

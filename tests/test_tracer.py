@@ -11,6 +11,7 @@ The last tests pin down tracer bugs found and fixed while writing them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,20 @@ def summary(t: Trace) -> dict[str, tuple]:
 
 def socks(t: Trace, node: str, syscall: str) -> list:
     return [e for e in t.events if e.node == node and e.syscall == syscall]
+
+
+@contextlib.contextmanager
+def own_cgroup(name: str) -> Iterator[Path]:
+    """A cgroup v2 group for this test (`ldfi-<name>-<pid>`: `ldfi gc` knows
+    the pattern), removed afterwards."""
+    root = cgroup2_root()
+    assert root is not None
+    group = root / f"ldfi-{name}-{os.getpid()}"
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        group.rmdir()
 
 
 def reqresp(k: int, request: bytes, server: str = "server", recv: str = "recvfrom",
@@ -540,18 +556,14 @@ def test_udp_receive_sources_come_from_the_cgroup_hooks(program):
     (recvfrom, recvmsg; IPv4 and IPv6), taken by the cgroup recvmsg hooks.
     A receive that did not ask for it (recv on an unconnected socket) has
     none, and does not inherit the previous receive's."""
-    root = cgroup2_root()
-    assert root is not None
-    group = root / f"ldfi-udpsrc-{os.getpid()}"
-    group.mkdir()
-    recording = program.record({cgroup_id(group): "udp"})
-    try:
-        child = subprocess.run(["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec "
-                                f"{sys.executable} -S -c '{UDP_SOURCES}'"],
-                               capture_output=True, text=True, timeout=20)
-    finally:
-        recorded = recording.stop()
-        group.rmdir()
+    with own_cgroup("udpsrc") as group:
+        recording = program.record({cgroup_id(group): "udp"})
+        try:
+            child = subprocess.run(["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec "
+                                    f"{sys.executable} -S -c '{UDP_SOURCES}'"],
+                                   capture_output=True, text=True, timeout=20)
+        finally:
+            recorded = recording.stop()
     assert child.returncode == 0, child.stderr
     assert recorded.lost_events == 0
     recvs = {(e.family, e.payload): e for e in recorded.events if e.kind == "sock" and e.is_recv}
@@ -601,18 +613,14 @@ def test_one_ring_per_cpu_merged_by_time(program):
 
     cpus = sorted(os.sched_getaffinity(0))
     assert len(program.rings) == len(get_possible_cpus())
-    root = cgroup2_root()
-    assert root is not None
-    group = root / f"ldfi-ringtest-{os.getpid()}"
-    group.mkdir()
-    recording = program.record({cgroup_id(group): "pinned"})
-    try:
-        children = [start_in_cgroup(group, cpu, "loopback-pair", f"'hello from {cpu}'")
-                    for cpu in (cpus[0], cpus[-1])]
-        assert [c.wait(timeout=20) for c in children] == [0, 0]
-    finally:
-        recorded = recording.stop()
-        group.rmdir()
+    with own_cgroup("ringtest") as group:
+        recording = program.record({cgroup_id(group): "pinned"})
+        try:
+            children = [start_in_cgroup(group, cpu, "loopback-pair", f"'hello from {cpu}'")
+                        for cpu in (cpus[0], cpus[-1])]
+            assert [c.wait(timeout=20) for c in children] == [0, 0]
+        finally:
+            recorded = recording.stop()
     assert recorded.lost_events == 0
     stamps = [e.ts for e in recorded.events]
     assert stamps == sorted(stamps) and len(stamps) > 10

@@ -211,7 +211,7 @@ NEEDED = {
     "OFF_CGROUP_KN": ("cgroup", "kn"),
     "OFF_KERNFS_NODE_ID": ("kernfs_node", "id"),
     # a system call's arguments at its exit, from the task's saved user
-    # registers (x86_64 calling convention; see trace.bpf.c exit_only)
+    # registers (x86_64 calling convention; see trace.bpf.c USER_REGS)
     "OFF_REGS_ARG0": ("pt_regs", "di"),
     "OFF_REGS_ARG1": ("pt_regs", "si"),
     "OFF_REGS_ARG2": ("pt_regs", "dx"),

@@ -49,7 +49,7 @@ class Event:
     lport: int = 0
     raddr: str = ""
     rport: int = 0
-    state: int = 0  # TCP state at exit
+    state: int = 0  # TCP state when recorded (listen, connect: the one before their change)
     msg_flags: int = 0
     seq_w: int | None = None  # TCP: write_seq at exit: a send covers [seq_w - ret, seq_w)
     seq_r: int | None = None  # TCP: copied_seq at exit: a recv covers [seq_r - ret, seq_r)

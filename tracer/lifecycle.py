@@ -22,78 +22,83 @@ later, and accept is seen by nothing at all:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 
 from tracer.events import SOCK, TCP_STATE, Event
 
-TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_CLOSE = 1, 2, 3, 7
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV, TCP_CLOSE, TCP_LISTEN = 1, 2, 3, 7, 10
+_WILDCARD = ("", "0.0.0.0", "::")
 
 
 def complete(events: list[Event]) -> list[Event]:
     """`events` (in record order) with socket fds, connect ports and errors
     filled in and the accepts put in; renumbered."""
-    _fill_socket_fds(events)
-    _fill_connects(events)
+    chains = _chains(events)
+    for e in events:
+        if e.kind == SOCK and e.sk and e.syscall in ("socket", "connect"):
+            _fill(e, _rest_of_life(chains[e.sk], e))
     out = list(_with_accepts(events))
     for seq, e in enumerate(out):
         e.seq = seq
     return out
 
 
-def _later_by_sock(events: list[Event]) -> dict[int, list[Event]]:
-    by_sock: dict[int, list[Event]] = {}
+def _chains(events: list[Event]) -> dict[int, tuple[list[Event], dict[int, int]]]:
+    """Per sock address: its records in order, and where each one is."""
+    chains: dict[int, tuple[list[Event], dict[int, int]]] = {}
     for e in events:
         if e.sk and e.kind in (SOCK, TCP_STATE):
-            by_sock.setdefault(e.sk, []).append(e)
-    return by_sock
+            chain, where = chains.setdefault(e.sk, ([], {}))
+            where[id(e)] = len(chain)
+            chain.append(e)
+    return chains
 
 
-def _after(chain: list[Event], e: Event) -> Iterable[Event]:
-    """The records of e's sock after e, up to the next socket() of that
-    address (a freed sock's address can be a new sock's)."""
-    start = next(i for i, x in enumerate(chain) if x is e)
-    for later in chain[start + 1:]:
-        if later.kind == SOCK and later.syscall == "socket":
+def _new_life(e: Event) -> bool:
+    """A record that starts a new sock at an address (a freed sock's
+    address is soon a new sock's): a socket(), or a child sock of a
+    listener getting its SYN."""
+    if e.kind == SOCK:
+        return e.syscall == "socket"
+    return e.old_state == TCP_LISTEN and e.new_state == TCP_SYN_RECV
+
+
+def _rest_of_life(chain: tuple[list[Event], dict[int, int]], e: Event) -> Iterator[Event]:
+    """The records of e's sock after e, until the sock's last close or a
+    new sock at its address."""
+    records, where = chain
+    for later in itertools.islice(records, where[id(e)] + 1, None):
+        if _new_life(later):
             return
         yield later
+        if later.kind == SOCK and later.syscall == "close":
+            return
 
 
-def _fill_socket_fds(events: list[Event]) -> None:
-    by_sock = _later_by_sock(events)
-    for e in events:
-        if e.kind == SOCK and e.syscall == "socket" and e.ret < 0 and e.sk:
-            fd = next((x.fd for x in _after(by_sock[e.sk], e)
-                       if x.kind == SOCK and x.pid == e.pid and x.fd >= 0), None)
-            if fd is not None:
-                e.ret = fd
-
-
-def _fill_connects(events: list[Event]) -> None:
-    by_sock = _later_by_sock(events)
-    for e in events:
-        if e.kind != SOCK or e.syscall != "connect" or not e.sk:
-            continue
-        later = list(_after(by_sock[e.sk], e))
-        if not e.lport:
-            port = next((x for x in later if x.lport), None)
-            if port is not None:
-                e.lport = port.lport
-                if e.laddr in ("", "0.0.0.0", "::"):
-                    e.laddr = port.laddr
-        if e.proto == "tcp":
-            e.ret = _connect_result(later)
-
-
-def _connect_result(later: list[Event]) -> int:
-    """0, or -errno when the attempt ended in CLOSE before ESTABLISHED."""
+def _fill(e: Event, later: Iterator[Event]) -> None:
+    """socket(): the fd of the sock's next record in its process. connect():
+    the local port (and a wildcard local address) from the next record
+    that has one; for TCP, 0, or -errno when the attempt ended in CLOSE
+    before ESTABLISHED. Stops reading as soon as it knows."""
+    want_port = e.syscall == "connect" and (not e.lport or e.laddr in _WILDCARD)
+    want_result = e.syscall == "connect" and e.proto == "tcp"
     for x in later:
-        if x.kind != TCP_STATE:
+        if e.syscall == "socket":
+            if x.kind == SOCK and x.pid == e.pid and x.fd >= 0:
+                e.ret = x.fd
+                return
             continue
-        if x.new_state == TCP_ESTABLISHED:
-            return 0
-        if x.new_state == TCP_CLOSE:
-            return x.ret
-    return 0
+        if want_port and x.lport:
+            e.lport = e.lport or x.lport
+            if e.laddr in _WILDCARD and x.laddr not in _WILDCARD:
+                e.laddr = x.laddr
+            want_port = False
+        if want_result and x.kind == TCP_STATE and x.new_state in (TCP_ESTABLISHED, TCP_CLOSE):
+            e.ret = 0 if x.new_state == TCP_ESTABLISHED else x.ret
+            want_result = False
+        if not (want_port or want_result):
+            return
 
 
 def _with_accepts(events: list[Event]) -> Iterable[Event]:
@@ -103,6 +108,8 @@ def _with_accepts(events: list[Event]) -> Iterable[Event]:
         if e.kind == TCP_STATE and e.old_state == TCP_SYN_RECV \
                 and e.new_state == TCP_ESTABLISHED:
             accepted[e.sk] = e
+        elif _new_life(e) or (e.kind == TCP_STATE and e.old_state == TCP_CLOSE):
+            accepted.pop(e.sk, None)  # never used, freed, and its address taken again
         elif e.kind == SOCK and e.sk in accepted and e.proto == "tcp" and e.fd >= 0:
             yield _accept(e, accepted.pop(e.sk), listening)
         if e.kind == SOCK and e.syscall == "listen":
