@@ -812,8 +812,6 @@ static __always_inline int record_without_entry(struct stash *st, u64 task, s64 
     return exit_stash(st, task, ret, sys);
 }
 
-
-
 /* Sends' entry and exit programs: attached only for runs that arm send
  * triggers (tracer/program.py, send_syscalls). A trigger must act before the
  * data leaves, and the engine finds the send a fault hit by its entry time.
@@ -844,7 +842,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
     return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
-
 
 /* ------------------------------------------------ socket-layer data path */
 
@@ -879,18 +876,22 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
 
 /* A send or receive the socket layer reported on `sk`. The call's fd must
  * name that sock: I/O the kernel does on its own sockets in a task's
- * context (NFS, ...) is not the task's call. */
+ * context (NFS, ...) is not the task's call. 1 if it was recorded. */
 static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 sys,
                                    s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
                                    u32 msg_flags, const int mode)
 {
     if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
         || st->sk != sk) {
+        /* no record takes these: they must not reach the next */
         st->sys = 0;
-        st->src_sk = 0;  /* no record takes it: it must not reach the next */
+        st->src_sk = 0;
+        st->mmsg_sys = 0;
+        st->mmsg_vec = 0;
         return 0;
     }
-    return record_without_entry(st, task, ret, sys);
+    record_without_entry(st, task, ret, sys);
+    return 1;
 }
 
 /* One message of a sendmmsg/recvmmsg, recorded like the sendmsg/recvmsg
@@ -913,17 +914,12 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
         st->mmsg_vec = 0;
         return 0;
     }
-    if (!stash_args(st, task, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags, mode)
-        || st->sk != sk) {
-        st->sys = 0;
-        st->src_sk = 0;
-        st->mmsg_vec = 0;
-        return 0;
-    }
     st->mmsg_sys = call;
     st->mmsg_idx = idx;
     st->mmsg_vlen = vlen;
-    record_without_entry(st, task, ret, as);
+    if (!sock_io(st, task, sk, ret, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags,
+                 mode))
+        return 0;
     st->mmsg_vec = ret >= 0 ? vec : 0;  /* after exit_stash, which clears it */
     st->mmsg_fd = fd;
     st->mmsg_next = idx + 1;
@@ -978,23 +974,29 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
  * cgroup v2 root by tracer/program.py (so they run for every such receive
  * on the host, and return at once outside the scope), keep it in the
  * task's stash, tagged with the sock, for the receive's record. */
+/* a sock_addr hook's address as the 32 sockaddr bytes sa_to_remote() reads */
+static __always_inline void ctx_sockaddr(u8 *sa, struct bpf_sock_addr *ctx, const u16 family)
+{
+    __builtin_memset(sa, 0, 32);
+    *(u16 *)sa = family;
+    *(u16 *)(sa + 2) = (u16)ctx->user_port;  /* network order, like sockaddr's */
+    if (family == L_AF_INET) {
+        *(u32 *)(sa + 4) = ctx->user_ip4;
+    } else {
+        *(u32 *)(sa + 8) = ctx->user_ip6[0];
+        *(u32 *)(sa + 12) = ctx->user_ip6[1];
+        *(u32 *)(sa + 16) = ctx->user_ip6[2];
+        *(u32 *)(sa + 20) = ctx->user_ip6[3];
+    }
+}
+
 static __always_inline int keep_udp_source(struct bpf_sock_addr *ctx, const u16 family)
 {
     u64 task = CURRENT_TASK();
     struct stash *st = scoped_stash(task);
     if (!st)
         return 1;
-    __builtin_memset(st->src, 0, sizeof(st->src));
-    *(u16 *)st->src = family;
-    *(u16 *)(st->src + 2) = (u16)ctx->user_port;  /* network order, like sockaddr's */
-    if (family == L_AF_INET) {
-        *(u32 *)(st->src + 4) = ctx->user_ip4;
-    } else {
-        *(u32 *)(st->src + 8) = ctx->user_ip6[0];
-        *(u32 *)(st->src + 12) = ctx->user_ip6[1];
-        *(u32 *)(st->src + 16) = ctx->user_ip6[2];
-        *(u32 *)(st->src + 20) = ctx->user_ip6[3];
-    }
+    ctx_sockaddr(st->src, ctx, family);
     st->src_sk = (u64)ctx->sk;
     return 1;  /* the receive goes on unchanged */
 }
@@ -1087,7 +1089,8 @@ static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const
     submit_record(e);
 }
 
-/* socket() and the last close of a TCP or UDP socket */
+/* socket(), a successful bind (a failed one is not recorded) and the last
+ * close of a TCP or UDP socket */
 static __always_inline int sock_hook(struct bpf_sock *ctx, const u16 sys, const u64 nr)
 {
     u32 proto = ctx->protocol;
@@ -1102,20 +1105,8 @@ static __always_inline int sock_hook(struct bpf_sock *ctx, const u16 sys, const 
 
 int cgroup_sock_create(struct bpf_sock *ctx) { return sock_hook(ctx, SYS_SOCKET, 0); }
 
-/* after a successful bind (a failed one is not recorded) */
-static __always_inline int post_bind(struct bpf_sock *ctx)
-{
-    u32 proto = ctx->protocol;
-    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
-        return 1;
-    u64 task = CURRENT_TASK();
-    struct stash *st = scoped_stash(task);
-    if (st)
-        life_cycle(st, task, (u64)ctx, SYS_BIND, NR_BIND, 0, 0);
-    return 1;
-}
-int cgroup_post_bind4(struct bpf_sock *ctx) { return post_bind(ctx); }
-int cgroup_post_bind6(struct bpf_sock *ctx) { return post_bind(ctx); }
+int cgroup_post_bind4(struct bpf_sock *ctx) { return sock_hook(ctx, SYS_BIND, NR_BIND); }
+int cgroup_post_bind6(struct bpf_sock *ctx) { return sock_hook(ctx, SYS_BIND, NR_BIND); }
 
 /* before a UDP connect (TCP's are recorded at SYN_SENT, below): the
  * address it asks for */
@@ -1127,17 +1118,8 @@ static __always_inline int udp_connect(struct bpf_sock_addr *ctx, const u16 fami
     struct stash *st = scoped_stash(task);
     if (!st)
         return 1;
-    u8 sa[32] = {};
-    *(u16 *)sa = family;
-    *(u16 *)(sa + 2) = (u16)ctx->user_port;
-    if (family == L_AF_INET) {
-        *(u32 *)(sa + 4) = ctx->user_ip4;
-    } else {
-        *(u32 *)(sa + 8) = ctx->user_ip6[0];
-        *(u32 *)(sa + 12) = ctx->user_ip6[1];
-        *(u32 *)(sa + 16) = ctx->user_ip6[2];
-        *(u32 *)(sa + 20) = ctx->user_ip6[3];
-    }
+    u8 sa[32];
+    ctx_sockaddr(sa, ctx, family);
     life_cycle(st, task, (u64)ctx->sk, SYS_CONNECT, NR_CONNECT, 0, sa);
     return 1;
 }
@@ -1173,12 +1155,8 @@ static __always_inline void state_change_call(u64 sk, int oldstate, int newstate
     struct stash *st = scoped_stash(task);
     if (!st || fd_to_sk(task, (s32)REG(regs, 0)) != sk)
         return;
-    if (sys == SYS_LISTEN)
-        life_cycle(st, task, sk, SYS_LISTEN, NR_LISTEN, (s32)REG(regs, 1), 0);
-    else if (sys == SYS_CONNECT)
-        life_cycle(st, task, sk, SYS_CONNECT, NR_CONNECT, 0, 0);
-    else
-        life_cycle(st, task, sk, SYS_SHUTDOWN, NR_SHUTDOWN, (s32)REG(regs, 1), 0);
+    /* count: listen's backlog, shutdown's how */
+    life_cycle(st, task, sk, sys, nr, sys == SYS_CONNECT ? 0 : (s32)REG(regs, 1), 0);
 }
 
 /* ------------------------------------------------------- process events */

@@ -497,11 +497,11 @@ class Recording:
                                      for spans in self._spans])
             events = [e for e in map(decoder.decode, records) if e is not None]
             del records  # its generators hold views of the chunks
-            events = lifecycle.complete(events)
             decoded = True
         finally:
             for spans in self._spans:
                 spans.close(reuse=decoded)  # the decoded events copied what they keep
+        events = lifecycle.complete(events)
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
         return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes,
                            final_drain_cpu=final_drain_cpu)
