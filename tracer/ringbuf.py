@@ -109,10 +109,19 @@ class SpanBuffer:
     copy, against ~48 ns with os.pwrite into a memfd's existing pages (the
     previous design) and ~90 ns into fresh ones. The chunks are decoded
     where they are, with no copy into one buffer after the run. Each chunk
-    holds whole slots only, so no record is split between two."""
+    holds whole slots only, so no record is split between two.
+
+    How many are kept: an engine runs one workload again and again, so the
+    pool keeps what the process's biggest run took, up to KEEP_CHUNKS, for
+    the process's life. Kept at 16 (64 MiB), a 400k-record redis run (90 MB)
+    populated 6 fresh chunks per run, ~1.4 ms each: a quarter of the
+    reader's CPU (docs/performance.md, "Seventh session"). Marking kept
+    chunks MADV_FREE, so that the kernel could take them back at any time,
+    cost nearly all of that gain: writing into such a page again was ~3x
+    slower than into a kept one."""
 
     CHUNK_BYTES = 4 << 20
-    KEEP_CHUNKS = 16  # 64 MiB kept for the next run
+    KEEP_CHUNKS = 64  # at most 256 MiB kept for the next run
 
     def __init__(self, slot_size: int) -> None:
         self._usable = self.CHUNK_BYTES // slot_size * slot_size
