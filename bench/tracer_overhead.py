@@ -108,7 +108,7 @@ def one_round(mode: str, requests: int, clients: int, program: TraceProgram | No
             reader_us = recorded.reader_cpu * 1e6 / (2 * requests)
             out.update(events=len(recorded.events), lost=recorded.lost_events,
                        addresses=dict(sb.addresses), cgroups=sb.cgroup_ids(),
-                       recorded=recorded, reader_us=reader_us,
+                       recorded=recorded, reader_us=reader_us, looks=recorded.reader_looks,
                        final_us=recorded.final_drain_cpu * 1e6 / (2 * requests),
                        ring_mib=sum(ring.size for ring in program.rings) >> 20,
                        cpu_us=out["cpu_us"] + reader_us)
@@ -204,8 +204,10 @@ def main() -> None:
         print("  (every round ran with another syscall tracer loaded on the host)")
     reader = statistics.median(r["reader_us"] for r in rows["bop-bpf"])
     final = statistics.median(r["final_us"] for r in rows["bop-bpf"])
-    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the record-ring reader; "
-          f"copying what the rings held at the end took {final:.2f} us more (not included)")
+    looks = statistics.median(r["looks"] for r in rows["bop-bpf"])
+    print(f"  bop-bpf CPU per request includes {reader:.2f} us in the record-ring reader "
+          f"(woken {looks:.0f} times a round); copying what the rings held at the end "
+          f"took {final:.2f} us more (not included)")
     events = [r["events"] for r in rows["bop-bpf"]]
     lost = [r["lost"] for r in rows["bop-bpf"]]
     print(f"  bop-bpf events recorded per round: {events}, lost: {lost}")
@@ -230,6 +232,7 @@ def main() -> None:
             "ring_mib": rows["bop-bpf"][-1]["ring_mib"],
             "reader_us": [r["reader_us"] for r in rows["bop-bpf"]],
             "final_us": [r["final_us"] for r in rows["bop-bpf"]],
+            "reader_looks": [r["looks"] for r in rows["bop-bpf"]],
             "rounds": {m: [r["rps"] for r in rs] for m, rs in rows.items()},
             "cpu_us": {m: [r["cpu_us"] for r in rs] for m, rs in rows.items()},
             "foreign": {m: [r["foreign"] for r in rs] for m, rs in rows.items()},

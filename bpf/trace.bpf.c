@@ -120,7 +120,8 @@ struct slot {
 };
 struct ring_ctl {   /* head and tail on cache lines of their own */
     u64 head;       /* next position to claim: written by the programs */
-    u64 _head_line[7];
+    u64 notified;   /* tail + 1 when the reader was last woken (ring_marks) */
+    u64 _head_line[6];
     u64 tail;       /* first position not yet read: written by the reader */
     u64 _tail_line[7];
 };
@@ -131,6 +132,16 @@ _Static_assert((RING_SLOTS & (RING_SLOTS - 1)) == 0, "RING_SLOTS is a power of t
 /* tries at claiming a slot before the record counts as lost: a claim fails
  * only when another program of ours on this CPU claimed one in between */
 #define CLAIM_TRIES 4
+/* The reader sleeps until a ring holds MARK_SLOTS records (its mark, set by
+ * tracer/program.py): a claim that finds the ring at or past it sends the
+ * ring's CPU into ring_marks, a BPF ring buffer whose epoll wakes the reader.
+ * Once per tail position (ring_ctl.notified): a ring the reader has not
+ * drained yet sends nothing more, and a stale tail (read before a drain)
+ * can only make a notification early, never lose one. Its reserve's
+ * spinlock is paid once per drain, not per record. Timed looks instead (every
+ * 5 ms, as often as the fastest filling ring needed) cost the reader ~40 us
+ * of CPU each: docs/performance.md, "Seventh session". */
+BPF_RINGBUF_OUTPUT(ring_marks, 1);
 BPF_HASH(cgroups, u64, u32, 1024);            /* traced cgroup v2 ids */
 /* User space bumps scope_gen[0] after each change of `cgroups`. A thread's
  * stash remembers that it was in scope (its cgroup, this generation), so its
@@ -162,14 +173,14 @@ static __always_inline void *reserve_record(u64 size)
     struct ring_ctl *ctl = ring_ctl.lookup(&cpu);
     if (!ctl || cpu >= NR_RINGS)
         goto lost;
-    u64 pos = 0;
+    u64 pos = 0, tail = 0;
     int claimed = 0;
 #pragma unroll
     for (int i = 0; i < CLAIM_TRIES; i++) {
         /* the tail first: read after it, the head is never behind it (a
          * nested program may claim and the reader take its slot between
          * the two loads) */
-        u64 tail = *(volatile u64 *)&ctl->tail;
+        tail = *(volatile u64 *)&ctl->tail;
         u64 head = *(volatile u64 *)&ctl->head;
         if (head - tail >= RING_SLOTS)
             break;
@@ -181,6 +192,11 @@ static __always_inline void *reserve_record(u64 size)
     }
     if (!claimed)
         goto lost;
+    if (pos + 1 - tail >= MARK_SLOTS) {
+        u64 seen = *(volatile u64 *)&ctl->notified;
+        if (seen != tail + 1 && __sync_val_compare_and_swap(&ctl->notified, seen, tail + 1) == seen)
+            ring_marks.ringbuf_output(&cpu, sizeof(cpu), 0);
+    }
     u32 idx = cpu * RING_SLOTS + (u32)(pos & (RING_SLOTS - 1));
     struct slot *slot = slots.lookup(&idx);
     if (!slot)

@@ -641,13 +641,14 @@ def pingpong_in_cgroup(group: Path, round_trips: int, cpu: int) -> None:
             child.wait()
 
 
-def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
-    """A run that stays under a ring's high-water mark is left in it until
-    it ends; a run that outgrows the mark is copied out while it goes on;
-    neither loses a record."""
+def test_rings_are_copied_out_only_once_they_reach_their_mark(ebpf):
+    """A run that stays under a ring's mark is left in it until it ends, and
+    the reader sleeps through it but for its timed safety looks; a run that
+    outgrows the mark wakes the reader, which copies it out while it goes
+    on; neither loses a record."""
     from bcc.utils import get_possible_cpus
 
-    from tracer.program import RING_MIN_PAGES, TraceProgram, drain_schedule, record_size
+    from tracer.program import LOOK_EVERY, RING_MIN_PAGES, TraceProgram, record_size
 
     rings = len(get_possible_cpus())
     pages = (8 * RING_MIN_PAGES) << (rings - 1).bit_length()  # 8 MiB per ring
@@ -658,26 +659,31 @@ def test_rings_are_copied_out_only_past_their_high_water_mark(ebpf):
     group.mkdir()
     try:
         with TraceProgram(payload_bytes=64, ring_pages=pages) as program:
-            wait, high_water = drain_schedule(program.rings[0].size)
-            assert 0 < high_water < program.rings[0].size
+            assert 0 < program.mark_bytes < program.rings[0].size
             for round_trips in (500, 30000):
                 volume = 4 * round_trips * (record_size(64) + 8)
+                started = time.monotonic()
                 recording = program.record({cgroup_id(group): "pingpong"})
                 try:
                     pingpong_in_cgroup(group, round_trips, cpu)
-                    time.sleep(4 * wait)  # the reader looks at least twice more
+                    time.sleep(3 * LOOK_EVERY)  # a few timed looks more
                     copied = recording.copied_bytes
                     held = sum(ring.filled() for ring in program.rings)
                 finally:
                     recorded = recording.stop()
+                timed_looks = (time.monotonic() - started) / LOOK_EVERY
                 assert recorded.lost_events == 0
                 pings = [e for e in recorded.events if e.payload == b"ping"]
                 pongs = [e for e in recorded.events if e.payload == b"pong"]
                 assert len(pings) == len(pongs) == 2 * round_trips  # each sent and received
-                if volume < high_water:
+                if volume < program.mark_bytes:
                     assert copied == 0 and held >= volume, (copied, held, volume)
+                    # nothing woke it: a reader on a timer looked every 5 ms
+                    assert recorded.reader_looks <= timed_looks + 1, recorded.reader_looks
                 else:
+                    assert volume > program.rings[0].size  # so it cannot have waited
                     assert copied > 0 and recorded.reader_cpu > 0, (copied, held, volume)
+                    assert recorded.reader_looks > 0
                     assert max(recorded.ring_bytes) >= volume  # one ring: the pinned CPU's
     finally:
         group.rmdir()

@@ -3,9 +3,9 @@
 Compiling costs about a second, so a TraceProgram is built once and reused:
 each run only puts its cgroup ids into the `cgroups` map (the kernel side
 ignores every task outside them), leaves the records in the per-CPU ring
-buffers while the run goes on unless one passes its high-water mark (records
-are submitted without waking us: see tracer/ringbuf.py), and takes the ids
-out again and copies the records out at the end.
+buffers while the run goes on unless one reaches its mark (then the kernel
+side wakes the reader: see Recording), and takes the ids out again and
+copies the records out at the end.
 
     program = TraceProgram(payload_bytes=64)
     recording = program.record({cgroup_id: "server", ...})
@@ -19,6 +19,7 @@ import ctypes as ct
 import mmap
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Mapping
@@ -33,17 +34,19 @@ from tracer.kernel import cgroup2_root, link_to_cgroup, quiet_stderr
 from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
-# The reader leaves a ring alone until it is past its high-water mark
-# (drain_schedule), so that a run that stays under it is not touched by the
-# reader until it ends, and a long run is copied out in big spans. It looks
-# at the rings every DRAIN_MIN..DRAIN_MAX s (less for rings under 6 MiB),
-# often enough that a ring cannot fill between two looks at FILL_RATE bytes/s:
-# 2.9M records/s into one CPU's ring. bench/syscall_cost.py's loop, one core
-# doing nothing but traced UDP sends and receives, makes 2.2M/s on the
-# faster of our hosts; at the 1.4M/s this was once sized for, it lost
-# records whenever the reader's core was late.
-DRAIN_MIN, DRAIN_MAX = 0.005, 0.05
-FILL_RATE = 640e6
+# The reader sleeps until a ring reaches its mark, a quarter of it: the
+# program whose claim finds the ring there wakes it (bpf/trace.bpf.c,
+# ring_marks). So a run that stays under the mark is not touched by the reader
+# until it ends, a long run is copied out in big spans, and an idle reader
+# costs nothing. Three quarters of a ring are left for the reader to wake up
+# and copy: at the 2.2M records/s of bench/syscall_cost.py's loop on the
+# faster of our hosts (one core doing nothing but traced UDP sends and
+# receives), 5.4 MiB of a default 7 MiB ring fill in ~11 ms. The reader also
+# looks every LOOK_EVERY s, a safety net, and again after RETRY_AFTER s when a
+# drain stopped at a record still being written (the program that claimed it
+# sends nothing more for the same tail).
+MARK_FRACTION = 4
+LOOK_EVERY, RETRY_AFTER = 0.1, 0.001
 RING_MIN_PAGES = 256  # 1 MiB: the smallest ring a CPU gets
 _BPF_PSEUDO_KFUNC_CALL = 2
 # Loaded with the rest but attached only for runs that arm send triggers
@@ -88,6 +91,7 @@ class RecordedRun:
     reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
     ring_bytes: list[int] = field(default_factory=list)  # drained from each CPU's ring
     final_drain_cpu: float = 0.0  # s of CPU copying what the rings held when it ended
+    reader_looks: int = 0  # times the reader woke while the run went on (a ring at its mark)
 
     @property
     def complete(self) -> bool:
@@ -113,12 +117,16 @@ class TraceProgram:
         ring_bytes = cpu_pages * mmap.PAGESIZE
         self.slot_size = record_size(payload_bytes) + 8
         ring_slots = 1 << (ring_bytes // self.slot_size).bit_length() - 1  # a power of two
+        mark_slots = ring_slots // MARK_FRACTION
+        self.mark_bytes = mark_slots * self.slot_size
         started = time.perf_counter()
-        self.bpf, self.typed_loads = _compile(payload_bytes, ring_slots, nr_rings)
+        self.bpf, self.typed_loads = _compile(payload_bytes, ring_slots, mark_slots, nr_rings)
         self.load_seconds = time.perf_counter() - started
         self._maps: list[tuple[mmap.mmap, memoryview]] = []
         self.rings: list[RingReader] = []
         self._links: list[int] = []
+        self._marks: select.epoll | None = None
+        self._interrupt = -1  # an eventfd: see wake_reader
         try:
             self._link_cgroup_hooks()
             slots = self._map_array(b"slots", mmap.PROT_READ)
@@ -127,6 +135,7 @@ class TraceProgram:
             self.rings = [RingReader(slots[cpu * stride:(cpu + 1) * stride], ctl, cpu,
                                      self.slot_size) for cpu in range(nr_rings)]
             del slots, ctl
+            self._marks = self._watch_marks()
         except OSError as err:
             self.close()
             raise TracerUnavailable(f"cannot map the record rings ({err.strerror}): "
@@ -164,6 +173,29 @@ class TraceProgram:
         finally:
             os.close(fd)
 
+    def _watch_marks(self) -> select.epoll:
+        """An epoll that wakes the reader when a ring reaches its mark (the
+        ring_marks buffer has a notification) or when wake_reader() is called."""
+        marks = self.bpf[b"ring_marks"]
+        marks.open_ring_buffer(lambda ctx, data, size: 0)  # what counts is being woken
+        self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        watch = select.epoll()
+        watch.register(marks.map_fd, select.EPOLLIN)
+        watch.register(self._interrupt, select.EPOLLIN)
+        return watch
+
+    def wait_for_marks(self, timeout: float) -> None:
+        """Sleep until a ring reaches its mark, wake_reader() is called, or
+        `timeout` s pass."""
+        assert self._marks is not None, "the program is closed"
+        for fd, _ in self._marks.poll(timeout):
+            if fd == self._interrupt:
+                os.eventfd_read(self._interrupt)
+        self.bpf.ring_buffer_consume()  # the notifications, so that epoll sleeps again
+
+    def wake_reader(self) -> None:
+        os.eventfd_write(self._interrupt, 1)
+
     def _map_array(self, name: bytes, prot: int) -> memoryview:
         """An mmapable array's values, mapped shared (bpf/trace.bpf.c's rings)."""
         table = self.bpf[name]
@@ -187,6 +219,12 @@ class TraceProgram:
         for link in self._links:
             os.close(link)
         self._links = []
+        if getattr(self, "_marks", None) is not None:
+            self._marks.close()
+            self._marks = None
+        if getattr(self, "_interrupt", -1) >= 0:
+            os.close(self._interrupt)
+            self._interrupt = -1
         self.bpf.cleanup()
 
     def __enter__(self) -> TraceProgram:
@@ -283,7 +321,8 @@ def _require_bcc() -> None:
         ) from None
 
 
-def _compile(payload_bytes: int, ring_slots: int, nr_rings: int) -> tuple[Any, bool]:
+def _compile(payload_bytes: int, ring_slots: int, mark_slots: int,
+             nr_rings: int) -> tuple[Any, bool]:
     """(bcc.BPF, whether its kernel reads are typed loads rather than helper calls)"""
     try:
         types = btf.BTF()
@@ -296,6 +335,7 @@ def _compile(payload_bytes: int, ring_slots: int, nr_rings: int) -> tuple[Any, b
         ) from None
     cflags = [*btf.cflags(offsets), *btf.cflags(kernel), f"-I{BPF_DIR}",
               f"-DPAYLOAD_N={payload_bytes}", f"-DRING_SLOTS={ring_slots}",
+              f"-DMARK_SLOTS={mark_slots}",
               f"-DNR_RINGS={nr_rings}", f"-DSELF_TGID={os.getpid()}"]
     source = program_source().encode()
     bpf_class = _bpf_class()
@@ -411,23 +451,12 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
     return _INCLUDE_BPF_C.sub(splice, text)
 
 
-def drain_schedule(ring_bytes: int) -> tuple[float, int]:
-    """(seconds between looks at a ring, fill in bytes past which it is
-    copied out). Between two looks at most FILL_RATE * wait bytes arrive,
-    never more than half the ring; copying at `ring - 2 * that` leaves room
-    for a look that comes late. A ring of under ~6 MiB is copied out at
-    every look, as soon as it holds anything, and looked at more often than
-    DRAIN_MIN if half of it would fill sooner."""
-    shortest = min(DRAIN_MIN, ring_bytes / (2 * FILL_RATE))
-    wait = min(DRAIN_MAX, max(shortest, ring_bytes / (4 * FILL_RATE)))
-    return wait, max(0, ring_bytes - int(2 * FILL_RATE * wait))
-
-
 class Recording:
-    """One run's recording: a thread copies committed spans out of a ring
-    buffer only when it passes its high-water mark (drain_schedule), so that
-    a run that stays under it is not disturbed by copying at all; the rest is
-    copied, and the records split, merged and decoded, in stop()."""
+    """One run's recording: a thread sleeps until the kernel side says a ring
+    reached its mark (MARK_FRACTION), and copies committed spans out of it
+    then, so that a run that stays under it is not disturbed by copying at
+    all; the rest is copied, and the records split, merged and decoded, in
+    stop()."""
 
     def __init__(self, program: TraceProgram, nodes: Mapping[int, str]) -> None:
         self.program = program
@@ -437,6 +466,7 @@ class Recording:
             ring.drain(None)  # a previous run's stragglers go nowhere
         self._spans = [SpanBuffer(program.slot_size) for _ in program.rings]
         self._reader_cpu = 0.0
+        self.looks = 0  # times the reader woke and looked at the rings
         self._before = program.counters()
         program._scope(self.nodes, traced=True)
         self._thread = threading.Thread(target=self._consume, name="ldfi-trace", daemon=True)
@@ -445,11 +475,19 @@ class Recording:
     def _consume(self) -> None:
         started = time.thread_time()
         rings = list(zip(self.program.rings, self._spans, strict=True))
-        wait, high_water = drain_schedule(self.program.rings[0].size)
-        while not self._stopping.wait(wait):
+        mark = self.program.mark_bytes
+        timeout = LOOK_EVERY
+        while True:
+            self.program.wait_for_marks(timeout)
+            if self._stopping.is_set():
+                break
+            self.looks += 1
+            timeout = LOOK_EVERY
             for ring, spans in rings:
-                if ring.filled() > high_water:
+                if ring.filled() >= mark:
                     ring.drain(spans)
+                    if ring.filled() >= mark:  # stopped at a record still being written
+                        timeout = RETRY_AFTER
         self._reader_cpu = time.thread_time() - started
 
     @property
@@ -479,6 +517,7 @@ class Recording:
             self.program._forget(self.nodes)
         finally:
             self._stopping.set()  # whatever happened, the drain thread must end
+            self.program.wake_reader()
             self._thread.join()
             try:
                 started = time.thread_time()
@@ -504,7 +543,7 @@ class Recording:
         events = lifecycle.complete(events)
         lost = sum(count for name, count in delta.items() if name.startswith("lost_"))
         return RecordedRun(events, lost, delta, self._reader_cpu, ring_bytes,
-                           final_drain_cpu=final_drain_cpu)
+                           final_drain_cpu=final_drain_cpu, reader_looks=self.looks)
 
 
 assert H["CNT_N"] == len(COUNTERS)

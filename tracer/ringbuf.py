@@ -12,9 +12,9 @@ Why not bcc's ring_buffer_poll, or a BPF ring buffer at all? The poll calls
 back into Python once per record and is woken once per record (redis at
 ~0.5x of untraced), and a BPF ring buffer's reserve and submit cost ~25 ns
 more per record in the kernel than this ring's compare-and-swap and store.
-Here nothing wakes us: a thread copies everything committed so far into
-pooled memory (SpanBuffer), only when a ring passes its high-water mark and
-when the run ends (tracer/program.py drain_schedule); finding where the
+Here a record wakes nobody: a thread copies everything committed so far into
+pooled memory (SpanBuffer), only when the kernel side says a ring reached
+its mark and when the run ends (tracer/program.py, MARK_FRACTION); finding where the
 committed records end takes a few C-level comparisons per span, and records
 are split only when decoded after the run. See docs/performance.md.
 """
