@@ -133,7 +133,7 @@ _Static_assert((RING_SLOTS & (RING_SLOTS - 1)) == 0, "RING_SLOTS is a power of t
  * only when another program of ours on this CPU claimed one in between */
 #define CLAIM_TRIES 4
 /* The reader sleeps until a ring holds MARK_SLOTS records (its mark, set by
- * tracer/program.py): a claim that finds the ring at or past it sends the
+ * tracer/program.py ring_mark): a claim that finds the ring at or past it sends the
  * ring's CPU into ring_marks, a BPF ring buffer whose epoll wakes the reader.
  * Once per tail position (ring_ctl.notified): a ring the reader has not
  * drained yet sends nothing more, and a stale tail (read before a drain)
@@ -194,8 +194,10 @@ static __always_inline void *reserve_record(u64 size)
         goto lost;
     if (pos + 1 - tail >= MARK_SLOTS) {
         u64 seen = *(volatile u64 *)&ctl->notified;
-        if (seen != tail + 1 && __sync_val_compare_and_swap(&ctl->notified, seen, tail + 1) == seen)
-            ring_marks.ringbuf_output(&cpu, sizeof(cpu), 0);
+        if (seen != tail + 1 && __sync_val_compare_and_swap(&ctl->notified, seen, tail + 1) == seen
+            && ring_marks.ringbuf_output(&cpu, sizeof(cpu), 0) != 0)
+            /* not sent (its spinlock can fail since 6.15): the next claim tries again */
+            __sync_val_compare_and_swap(&ctl->notified, tail + 1, seen);
     }
     u32 idx = cpu * RING_SLOTS + (u32)(pos & (RING_SLOTS - 1));
     struct slot *slot = slots.lookup(&idx);

@@ -171,3 +171,23 @@ def test_rings_merge_by_time_keeping_each_ring_in_order() -> None:
 
 def test_one_ring_is_passed_through() -> None:
     assert times(merge_by_time([split_records([span(3, 1)], SLOT)])) == [3, 1]
+
+
+def test_a_ring_leaves_most_of_itself_for_a_late_reader() -> None:
+    """The mark at which a ring wakes the reader leaves three quarters of it
+    free (fifteen sixteenths of a small ring, where that is little time at
+    millions of records a second), and is never 0: an empty ring wakes
+    nobody."""
+    from tracer.program import SMALL_RING_BYTES, ring_mark
+
+    slot = 232
+    for mib in (1, 2, 3, 4, 7, 8, 16, 64, 512):
+        slots = 1 << ((mib << 20) // slot).bit_length() - 1
+        mark = ring_mark(slots, slot)
+        assert mark >= 1
+        free = slots - mark
+        if slots * slot < SMALL_RING_BYTES:
+            assert free >= slots * 15 // 16
+        else:
+            assert free >= slots * 3 // 4 and mark >= slots // 4  # big rings: big spans
+    assert ring_mark(4, 232) == 1

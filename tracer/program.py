@@ -15,6 +15,7 @@ copies the records out at the end.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import mmap
 import os
@@ -34,19 +35,22 @@ from tracer.kernel import cgroup2_root, link_to_cgroup, quiet_stderr
 from tracer.ringbuf import RingReader, SpanBuffer, merge_by_time, split_records
 
 COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
-# The reader sleeps until a ring reaches its mark, a quarter of it: the
-# program whose claim finds the ring there wakes it (bpf/trace.bpf.c,
-# ring_marks). So a run that stays under the mark is not touched by the reader
-# until it ends, a long run is copied out in big spans, and an idle reader
-# costs nothing. Three quarters of a ring are left for the reader to wake up
-# and copy: at the 2.2M records/s of bench/syscall_cost.py's loop on the
-# faster of our hosts (one core doing nothing but traced UDP sends and
-# receives), 5.4 MiB of a default 7 MiB ring fill in ~11 ms. The reader also
-# looks every LOOK_EVERY s, a safety net, and again after RETRY_AFTER s when a
-# drain stopped at a record still being written (the program that claimed it
-# sends nothing more for the same tail).
-MARK_FRACTION = 4
+# The reader sleeps until a ring reaches its mark (ring_mark): the program
+# whose claim finds the ring there wakes it (bpf/trace.bpf.c, ring_marks).
+# So a run that stays under the mark is not touched by the reader until it
+# ends, a long run is copied out in big spans, and an idle reader costs
+# nothing. The rest of the ring is left for the reader to wake up and copy:
+# at the 2.2M records/s of bench/syscall_cost.py's loop on the faster of our
+# hosts (one core doing nothing but traced UDP sends and receives), 5.4 MiB
+# of a default 7 MiB ring fill in ~11 ms; a 1 MiB ring (what each CPU gets
+# by default on a host of 16 or more CPUs) leaves ~1.7 ms. Beyond that a
+# late reader loses records (counted: lost_ringbuf). The reader also looks
+# every LOOK_EVERY s, a safety net that keeps it alive but cannot save a
+# ring filling at such rates, and again after RETRY_AFTER s when a drain
+# stopped at a record still being written (the programs send nothing more
+# for the same tail).
 LOOK_EVERY, RETRY_AFTER = 0.1, 0.001
+SMALL_RING_BYTES = 4 << 20
 RING_MIN_PAGES = 256  # 1 MiB: the smallest ring a CPU gets
 _BPF_PSEUDO_KFUNC_CALL = 2
 # Loaded with the rest but attached only for runs that arm send triggers
@@ -74,6 +78,14 @@ CGROUP_HOOKS = (
 )
 
 
+def ring_mark(ring_slots: int, slot_size: int) -> int:
+    """The fill, in slots, at which a ring wakes the reader: a quarter of the
+    ring, a sixteenth of a small one (under SMALL_RING_BYTES), whose rest
+    would fill too soon for a reader that comes late."""
+    fraction = 16 if ring_slots * slot_size < SMALL_RING_BYTES else 4
+    return max(1, ring_slots // fraction)
+
+
 def record_size(payload_bytes: int) -> int:
     """The size of (nearly) every record: struct ev_sock's (trace.bpf.c RECORD_SIZE)."""
     return (H["EV_SOCK_SIZE_BASE"] + payload_bytes + 7) & ~7
@@ -91,7 +103,8 @@ class RecordedRun:
     reader_cpu: float = 0.0  # s of CPU the drain thread used while the run went on
     ring_bytes: list[int] = field(default_factory=list)  # drained from each CPU's ring
     final_drain_cpu: float = 0.0  # s of CPU copying what the rings held when it ended
-    reader_looks: int = 0  # times the reader woke while the run went on (a ring at its mark)
+    reader_looks: int = 0  # times the reader looked at the rings while the run went on:
+    #                        woken by a ring at its mark, on its LOOK_EVERY timer, or retrying
 
     @property
     def complete(self) -> bool:
@@ -117,7 +130,7 @@ class TraceProgram:
         ring_bytes = cpu_pages * mmap.PAGESIZE
         self.slot_size = record_size(payload_bytes) + 8
         ring_slots = 1 << (ring_bytes // self.slot_size).bit_length() - 1  # a power of two
-        mark_slots = ring_slots // MARK_FRACTION
+        mark_slots = ring_mark(ring_slots, self.slot_size)
         self.mark_bytes = mark_slots * self.slot_size
         started = time.perf_counter()
         self.bpf, self.typed_loads = _compile(payload_bytes, ring_slots, mark_slots, nr_rings)
@@ -126,7 +139,9 @@ class TraceProgram:
         self.rings: list[RingReader] = []
         self._links: list[int] = []
         self._marks: select.epoll | None = None
+        self._marks_fd = -1
         self._interrupt = -1  # an eventfd: see wake_reader
+        self._recording: Recording | None = None
         try:
             self._link_cgroup_hooks()
             slots = self._map_array(b"slots", mmap.PROT_READ)
@@ -178,23 +193,41 @@ class TraceProgram:
         ring_marks buffer has a notification) or when wake_reader() is called."""
         marks = self.bpf[b"ring_marks"]
         marks.open_ring_buffer(lambda ctx, data, size: 0)  # what counts is being woken
+        self._marks_fd = marks.map_fd
         self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         watch = select.epoll()
-        watch.register(marks.map_fd, select.EPOLLIN)
-        watch.register(self._interrupt, select.EPOLLIN)
+        try:
+            watch.register(self._marks_fd, select.EPOLLIN)
+            watch.register(self._interrupt, select.EPOLLIN)
+        except BaseException:
+            watch.close()
+            raise
         return watch
 
     def wait_for_marks(self, timeout: float) -> None:
         """Sleep until a ring reaches its mark, wake_reader() is called, or
         `timeout` s pass."""
         assert self._marks is not None, "the program is closed"
-        for fd, _ in self._marks.poll(timeout):
-            if fd == self._interrupt:
-                os.eventfd_read(self._interrupt)
-        self.bpf.ring_buffer_consume()  # the notifications, so that epoll sleeps again
+        if any(fd == self._marks_fd for fd, _ in self._marks.poll(timeout)):
+            self.bpf.ring_buffer_consume()  # the notifications, so that epoll sleeps again
+            if self._marks.poll(0):
+                # a notification reserved but not yet committed (its program
+                # was preempted): polling again at once would spin
+                time.sleep(RETRY_AFTER)
+        self._quiet_interrupt()
+
+    def _quiet_interrupt(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._interrupt)
+
+    def _quiet_marks(self) -> None:
+        """Forget wake-ups left from an earlier recording."""
+        self.bpf.ring_buffer_consume()
+        self._quiet_interrupt()
 
     def wake_reader(self) -> None:
-        os.eventfd_write(self._interrupt, 1)
+        if self._interrupt >= 0:  # else closed: no reader to wake
+            os.eventfd_write(self._interrupt, 1)
 
     def _map_array(self, name: bytes, prot: int) -> memoryview:
         """An mmapable array's values, mapped shared (bpf/trace.bpf.c's rings)."""
@@ -208,7 +241,10 @@ class TraceProgram:
 
     def close(self) -> None:
         """Detach and unload every program and map (they also go when the
-        process exits, however it exits)."""
+        process exits, however it exits). A recording still going on is
+        stopped first (its reader thread must not outlive the maps)."""
+        if getattr(self, "_recording", None) is not None:
+            self._recording._halt_reader()
         for ring in self.rings:
             ring.close()
         self.rings = []
@@ -281,7 +317,8 @@ class TraceProgram:
             raise RuntimeError("this TraceProgram is already recording a run")
         try:
             self.send_syscalls(send_syscalls)
-            return Recording(self, nodes)
+            self._recording = Recording(self, nodes)
+            return self._recording
         except BaseException:
             self._forget(nodes)
             self._release()
@@ -309,6 +346,7 @@ class TraceProgram:
         self.bpf[b"listen_ports"].clear()
 
     def _release(self) -> None:
+        self._recording = None
         self._busy.release()
 
 
@@ -453,7 +491,7 @@ def program_source(path: Path = BPF_DIR / "trace.bpf.c") -> str:
 
 class Recording:
     """One run's recording: a thread sleeps until the kernel side says a ring
-    reached its mark (MARK_FRACTION), and copies committed spans out of it
+    reached its mark (ring_mark), and copies committed spans out of it
     then, so that a run that stays under it is not disturbed by copying at
     all; the rest is copied, and the records split, merged and decoded, in
     stop()."""
@@ -464,9 +502,10 @@ class Recording:
         self._stopping = threading.Event()
         for ring in program.rings:
             ring.drain(None)  # a previous run's stragglers go nowhere
+        program._quiet_marks()  # and so do wake-ups left from it
         self._spans = [SpanBuffer(program.slot_size) for _ in program.rings]
         self._reader_cpu = 0.0
-        self.looks = 0  # times the reader woke and looked at the rings
+        self.looks = 0  # times the reader looked at the rings (RecordedRun.reader_looks)
         self._before = program.counters()
         program._scope(self.nodes, traced=True)
         self._thread = threading.Thread(target=self._consume, name="ldfi-trace", daemon=True)
@@ -489,6 +528,11 @@ class Recording:
                     if ring.filled() >= mark:  # stopped at a record still being written
                         timeout = RETRY_AFTER
         self._reader_cpu = time.thread_time() - started
+
+    def _halt_reader(self) -> None:
+        self._stopping.set()
+        self.program.wake_reader()
+        self._thread.join()
 
     @property
     def copied_bytes(self) -> int:
@@ -516,9 +560,7 @@ class Recording:
         try:
             self.program._forget(self.nodes)
         finally:
-            self._stopping.set()  # whatever happened, the drain thread must end
-            self.program.wake_reader()
-            self._thread.join()
+            self._halt_reader()  # whatever happened, the drain thread must end
             try:
                 started = time.thread_time()
                 behind = self._drain_to_end()

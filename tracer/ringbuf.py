@@ -14,7 +14,7 @@ back into Python once per record and is woken once per record (redis at
 more per record in the kernel than this ring's compare-and-swap and store.
 Here a record wakes nobody: a thread copies everything committed so far into
 pooled memory (SpanBuffer), only when the kernel side says a ring reached
-its mark and when the run ends (tracer/program.py, MARK_FRACTION); finding where the
+its mark and when the run ends (tracer/program.py, ring_mark); finding where the
 committed records end takes a few C-level comparisons per span, and records
 are split only when decoded after the run. See docs/performance.md.
 """
