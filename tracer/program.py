@@ -160,6 +160,7 @@ class TraceProgram:
             raise
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
+        self._scoped: set[int] = set()  # the cgroup ids in `cgroups`
         self._tc: Any = None
         self.send_syscalls_attached = False
 
@@ -332,8 +333,14 @@ class TraceProgram:
         for cgroup_id in nodes:
             if traced:
                 scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
+                self._scoped.add(cgroup_id)
             else:
                 scope.pop(ct.c_uint64(cgroup_id), None)
+                self._scoped.discard(cgroup_id)
+        bits = 0  # the kernel side's first filter: maybe_in_scope
+        for cgroup_id in self._scoped:
+            bits |= 1 << (cgroup_id & 63)
+        self.bpf[b"scope_bits"][ct.c_int(0)] = ct.c_uint64(bits)
         self._generation += 1
         self.bpf[b"scope_gen"][ct.c_int(0)] = ct.c_uint64(self._generation)
 
