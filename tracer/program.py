@@ -41,7 +41,7 @@ COUNTERS = ("lost_ringbuf", "lost_stash", "emitted", "payload_err", "lost_mmsg")
 # ends, a long run is copied out in big spans, and an idle reader costs
 # nothing. The rest of the ring is left for the reader to wake up and copy:
 # at the 2.2M records/s of bench/syscall_cost.py's loop on the faster of our
-# hosts (one core doing nothing but traced UDP sends and receives), 5.4 MiB
+# hosts (one core doing nothing but traced UDP sends and receives), 5.25 MiB
 # of a default 7 MiB ring fill in ~11 ms; a 1 MiB ring (what each CPU gets
 # by default on a host of 16 or more CPUs) leaves ~1.7 ms. Beyond that a
 # late reader loses records (counted: lost_ringbuf). The reader also looks
