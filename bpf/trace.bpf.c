@@ -286,11 +286,9 @@ static __always_inline int maybe_in_scope(u64 id)
 #endif
 }
 
-/* Is cgroup `id` (the current task's) traced? */
+/* Is cgroup `id` (the current task's), which maybe_in_scope let through, traced? */
 static __always_inline int in_scope(u64 id)
 {
-    if (!maybe_in_scope(id))
-        return 0;
     if (!cgroups.lookup(&id)) {
 #if ANCESTOR_LEVEL > 0
         u64 anc = bpf_get_current_ancestor_cgroup_id(ANCESTOR_LEVEL);
@@ -309,7 +307,7 @@ static __always_inline int traced_task(u64 task, u64 *cg)
     if (LD(u32, task, OFF_TASK_TGID) == SELF_TGID)
         return 0;
     u64 id = task_cgroup_id(task);
-    if (!in_scope(id))
+    if (!maybe_in_scope(id) || !in_scope(id))
         return 0;
     *cg = id;
     return 1;

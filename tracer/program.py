@@ -160,7 +160,6 @@ class TraceProgram:
             raise
         self._busy = threading.Lock()
         self._generation = 0  # of the scope (see _scope)
-        self._scoped: set[int] = set()  # the cgroup ids in `cgroups`
         self._tc: Any = None
         self.send_syscalls_attached = False
 
@@ -208,14 +207,19 @@ class TraceProgram:
     def wait_for_marks(self, timeout: float) -> None:
         """Sleep until a ring reaches its mark, wake_reader() is called, or
         `timeout` s pass."""
-        assert self._marks is not None, "the program is closed"
-        if any(fd == self._marks_fd for fd, _ in self._marks.poll(timeout)):
+        if self._marks_ready(timeout):
             self.bpf.ring_buffer_consume()  # the notifications, so that epoll sleeps again
-            if self._marks.poll(0):
+            if self._marks_ready(0):
                 # a notification reserved but not yet committed (its program
                 # was preempted): polling again at once would spin
                 time.sleep(RETRY_AFTER)
         self._quiet_interrupt()
+
+    def _marks_ready(self, timeout: float) -> bool:
+        """Whether ring_marks holds a notification (waiting up to `timeout`
+        s, or until wake_reader())."""
+        assert self._marks is not None, "the program is closed"
+        return any(fd == self._marks_fd for fd, _ in self._marks.poll(timeout))
 
     def _quiet_interrupt(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -333,13 +337,11 @@ class TraceProgram:
         for cgroup_id in nodes:
             if traced:
                 scope[ct.c_uint64(cgroup_id)] = ct.c_uint32(1)
-                self._scoped.add(cgroup_id)
             else:
                 scope.pop(ct.c_uint64(cgroup_id), None)
-                self._scoped.discard(cgroup_id)
         bits = 0  # the kernel side's first filter: maybe_in_scope
-        for cgroup_id in self._scoped:
-            bits |= 1 << (cgroup_id & 63)
+        for key in scope:  # the ids in scope now
+            bits |= 1 << (key.value & 63)
         self.bpf[b"scope_bits"][ct.c_int(0)] = ct.c_uint64(bits)
         self._generation += 1
         self.bpf[b"scope_gen"][ct.c_int(0)] = ct.c_uint64(self._generation)
