@@ -23,7 +23,7 @@ from ldfi.trace import (
     happens_before,
 )
 from ldfi.trace.wire import read_trace, trace_to_json, write_trace
-from tracer.events import FORK, SOCK, Event
+from tracer.events import FORK, SOCK, TCP_STATE, Event
 
 ADDR = {"client": "198.18.0.1", "server": "198.18.0.2", "n2": "198.18.0.3"}
 TOPO = Topology(addresses=dict(ADDR), cgroups={"client": 11, "server": 12, "n2": 13})
@@ -520,6 +520,26 @@ def test_vector_clocks_agree_with_reachability() -> None:
     n2_sends = [m.send_seq for m in trace.messages_from("n2")]
     assert concurrent(trace, client_sends[0], n2_sends[0])
     assert all(isinstance(k, str) and k.count("/") == 2 for k in clocks[0])
+
+
+def test_tcp_state_changes_are_ordered_only_by_their_edges() -> None:
+    """A state change runs in softirq (pid and tid 0): it must not share a
+    clock component with the node's other state changes, or two of them
+    would each happen before the other."""
+    run = Run()
+    conn = run.tcp("client", "server", 40000, ctid=10, stid=20)
+    conn.connect(), conn.accept()
+    first = run.add("server", 0, TCP_STATE, pid=0, sk=0xB0, old_state=1, new_state=8)
+    conn.send("c", b"x1")
+    second = run.add("server", 0, TCP_STATE, pid=0, sk=0xB0, old_state=8, new_state=7)
+    trace = run.trace()
+    assert not happens_before(trace, first, second)
+    assert not happens_before(trace, second, first)
+    assert concurrent(trace, first, second)
+    g = trace.graph
+    for x in g:
+        for y in g:
+            assert (y in nx.descendants(g, x)) == happens_before(trace, x, y), (x, y)
 
 
 def test_cycle_is_reported() -> None:

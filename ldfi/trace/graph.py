@@ -3,7 +3,9 @@
 Edges: "program" (consecutive events of one thread), "fork" (fork event ->
 the child's first event), "connect" (connect -> its accept), "message" (send
 -> each receive it reached). Vector clocks have one component per thread,
-keyed "node/pid/tid", counting that thread's events.
+keyed "node/pid/tid", counting that thread's events. A TCP state change
+runs in softirq and belongs to no thread: it is a component of its own,
+"node/tcp_state/seq", so that it is ordered only by its edges.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ _KIND_RANK = {"message": 0, "connect": 1, "fork": 2, "program": 3}
 
 
 def thread_key(e: Event) -> str:
+    if e.kind == TCP_STATE:
+        return f"{e.node}/tcp_state/{e.seq}"
     return f"{e.node}/{e.pid}/{e.tid}"
+
+
+def _thread_id(e: Event) -> tuple[str, int, int] | tuple[str, int, int, int]:
+    """What thread_key() tells apart, as a tuple (cheaper to hash than the string)."""
+    return (e.node, e.pid, e.tid, e.seq) if e.kind == TCP_STATE else (e.node, e.pid, e.tid)
 
 
 def thread_edges(events: list[Event]) -> list[Edge]:
@@ -153,8 +162,8 @@ def vector_clocks(events: list[Event], edges: list[Edge]) -> VectorClocks:
     order = [e.seq for e in events]
     if any(src > dst for src, dst, _ in edges):  # else seq order is already topological
         order = _topological(events, edges)
-    keys: dict[tuple[str, int, int], str] = {}  # one string per thread, not per event
-    thread_of = {e.seq: keys.setdefault((e.node, e.pid, e.tid), thread_key(e)) for e in events}
+    keys: dict[tuple, str] = {}  # one string per thread, not per event
+    thread_of = {e.seq: keys.setdefault(_thread_id(e), thread_key(e)) for e in events}
     vc = VectorClocks()
     own = vc._own
     get_program, get_merges = program.get, merges.get
