@@ -455,6 +455,22 @@ def test_udp_does_not_match_a_receive_before_the_send() -> None:
     assert early not in {d for _, d in kinds(trace, "message")}
 
 
+def test_udp_receive_without_its_source_is_matched_among_senders_to_its_port() -> None:
+    """recv() on an unconnected socket records no source (rport 0): it takes
+    the oldest untaken send to its port with its content, whoever sent it."""
+    run = Run()
+    a = run.udp_send("client", 10, 5000, "server", 7000, b"from-c")
+    b = run.udp_send("n2", 30, 6000, "server", 7000, b"from-n2")
+    c = run.udp_send("client", 10, 5000, "server", 7000, b"from-c")
+    other = run.udp_send("client", 10, 5000, "server", 7001, b"from-n2")  # another port
+    blind = [run.add("server", 20, syscall="recvfrom", proto="udp", family=4, fd=6, sk=0xD0,
+                     laddr="0.0.0.0", lport=7000, raddr="0.0.0.0", rport=0, ret=len(data),
+                     count=2048, payload=data) for data in (b"from-n2", b"from-c", b"from-c")]
+    trace = run.trace()
+    assert kinds(trace, "message") == {(b, blind[0]), (a, blind[1]), (c, blind[2])}
+    assert [m.delivered for m in trace.messages if m.send_seq == other] == [False]
+
+
 # ------------------------------------------------------ threads, clocks ----
 
 def test_multi_threaded_server_program_order_and_fork_edges() -> None:

@@ -335,6 +335,22 @@ def test_udp_sendmsg_with_two_iovecs_is_delivered(program, tmp_path):
     }
 
 
+def test_udp_receives_that_do_not_ask_for_the_source_are_matched(program, tmp_path):
+    """recv() and read() on an unconnected UDP socket: the kernel tells
+    nobody where the datagram came from, so the receive is matched among the
+    sends towards its port."""
+    run = traced(program, tmp_path, "udp-recv", UDP_SERVER,
+                 f"{TNODE} client-udp-recv {{server}} 9000 {{workdir}}")
+    assert summary(run.trace) == {
+        "client->server:udp0#0": (6, b"ping 1", [("server", "recvfrom", 6)]),
+        "server->client:udp0#0": (6, b"pong 1", [("client", "recvfrom", 6)]),
+        "client->server:udp0#1": (6, b"ping 2", [("server", "recvfrom", 6)]),
+        "server->client:udp0#1": (6, b"pong 2", [("client", "read", 6)]),
+    }
+    t = run.trace
+    assert all(t.event(m.recv_seqs[0]).rport == 0 for m in t.messages_from("server"))
+
+
 # -- threads and processes --------------------------------------------------------
 
 def test_multi_threaded_server(program, tmp_path):

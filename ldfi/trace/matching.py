@@ -390,6 +390,7 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int]
     flows: dict[tuple[str, int, str, int], list[SendMatch]] = defaultdict(list)
     first_send: dict[tuple[str, str, int, int], int] = {}
     recvs: dict[tuple[str, int, str, int], list[Event]] = defaultdict(list)
+    blind: dict[tuple[str, int], list[Event]] = defaultdict(list)  # (own, lport) -> receives
     out: list[SendMatch] = []
     for e in events:
         own = resolver.own(e)
@@ -402,11 +403,27 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int]
             m = SendMatch(e, own, dst, ref)
             out.append(m)
             flows[(own, e.lport, dst, e.rport)].append(m)
+        elif e.rport == 0:
+            blind[(own, e.lport)].append(e)
         else:
             recvs[(resolver.node(e.raddr, own), e.rport, own, e.lport)].append(e)
     for key, rs in recvs.items():
         _fifo(flows.get(key, []), rs, began)
+    for (own, lport), rs in blind.items():
+        _fifo(_towards(flows, own, lport), rs, began)
     return out
+
+
+def _towards(flows: dict[tuple[str, int, str, int], list[SendMatch]], node: str, port: int
+             ) -> list[SendMatch]:
+    """The sends of every flow to `node`:`port` that no receive has taken yet,
+    in the order they were recorded. A receive that did not ask for its
+    source (recv() or read() on an unbound-peer socket) has none: the kernel
+    hands it over only when the caller passes an address buffer (bpf/trace.bpf.c,
+    keep_udp_source). It is matched among all the senders to its port."""
+    towards = [m for (_, _, dst, dport), ms in flows.items() if (dst, dport) == (node, port)
+               for m in ms if not m.recvs]
+    return sorted(towards, key=lambda m: m.event.seq)
 
 
 def _fifo(sends: list[SendMatch], recvs: list[Event], began: dict[int, int]) -> None:

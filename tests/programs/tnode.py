@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import selectors
 import socket
 import struct
@@ -305,6 +306,21 @@ def client_udp_sendmsg(host: str, port: str, workdir: str) -> None:
     ok(workdir)
 
 
+def client_udp_recv(host: str, port: str, workdir: str) -> None:
+    """Datagrams whose receives do not ask for their source: recv() and read()."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(b"ping 1", (host, int(port)))
+    if s.recv(2048) != b"pong 1":
+        die("bad pong 1")
+    s.sendto(b"ping 2", (host, int(port)))
+    select.select([s], [], [], 5)  # the timeout made the fd non-blocking
+    if os.read(s.fileno(), 2048) != b"pong 2":
+        die("bad pong 2")
+    s.close()
+    ok(workdir)
+
+
 def client_files(host: str, port: str, workdir: str) -> None:
     """Writes to a file and a pipe (and reads the pipe) around one request;
     records which fds were which."""
@@ -388,6 +404,7 @@ MODES = {
     "client-coalesce": client_coalesce, "client-vector": client_vector,
     "client-concurrent": client_concurrent, "client-udp": client_udp,
     "client-udp-sendmsg": client_udp_sendmsg,
+    "client-udp-recv": client_udp_recv,
     "client-files": client_files, "ipv6-self": ipv6_self,
     "loopback-pair": loopback_pair, "chatter": chatter, "pingpong": pingpong,
 }
