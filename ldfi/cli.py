@@ -243,14 +243,16 @@ def _writable_file(path: str | None, flag: str) -> Path | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ldfi.trace.wire import read_trace, trace_to_json
+    from ldfi.trace.wire import WHOLE_TRACE, TraceFileError, read_trace, trace_to_json
 
     try:
         trace = read_trace(args.trace)
     except FileNotFoundError:
         raise UserError(f"{args.trace}: no such file; give a trace from 'ldfi trace'") from None
-    except Exception as err:  # protobuf's DecodeError and friends
-        raise UserError(f"{args.trace}: not a bop-bpf trace ({err})") from None
+    except TraceFileError as err:  # says what is wrong with the file, and what to give
+        raise UserError(f"{args.trace}: {err}") from None
+    except OSError as err:
+        raise UserError(f"{args.trace}: cannot read it ({err.strerror}); {WHOLE_TRACE}") from None
     print(json.dumps(trace_to_json(trace), indent=2))
     return 0
 

@@ -2,23 +2,32 @@
 
 read_trace(write_trace(t)) == t: events, messages, edges and clocks are
 stored as computed, not rebuilt, so a reader sees exactly what the engine saw.
+A file is a TraceFile (the Trace and its SHA-256): read_trace refuses one cut
+short, damaged or inconsistent with TraceFileError, whose message says why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
+
+from google.protobuf.message import DecodeError
 
 from bopbpf import trace_pb2
 from tracer.events import Event
 from tracer.faults import FaultReport
 
 from .graph import VectorClocks, thread_key
-from .model import Edge, Message, MessageId, Topology, Trace
+from .model import EDGE_KINDS, Edge, Message, MessageId, Topology, Trace
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # a TraceFile: the Trace and its checksum
+LEGACY_VERSION = 1  # a bare Trace (no checksum), still read
+JSON_FORMAT = "bopbpf.trace/1"  # the JSON export's layout, which version 2 did not change
+WHOLE_TRACE = "give a whole trace file written by 'ldfi trace -o FILE' (or a run's trace.pb)"
 _EDGE_KIND = {
     "program": trace_pb2.EDGE_KIND_PROGRAM,
     "fork": trace_pb2.EDGE_KIND_FORK,
@@ -78,6 +87,12 @@ def trace_to_proto(trace: Trace) -> trace_pb2.Trace:
 
 # ------------------------------------------------------- from protobuf ----
 
+class TraceFileError(ValueError):
+    """A file that is not a whole, sound trace. The message is one line a
+    person can act on: what is wrong with the file and what to give instead."""
+
+
+
 def _event(pb: trace_pb2.TraceEvent) -> Event:
     kw: dict[str, Any] = {}
     for f in _EVENT_FIELDS:
@@ -96,21 +111,61 @@ def _message(pb: trace_pb2.TraceMessage) -> Message:
         pb.byte_end if pb.HasField("byte_end") else None)
 
 
+def _edge(index: int, pb: trace_pb2.TraceEdge) -> Edge:
+    kind = _EDGE_NAME.get(pb.kind)
+    if kind is None:
+        raise TraceFileError(f"edge {index} ({pb.src} -> {pb.dst}) has kind {pb.kind}, not one "
+                             f"of {', '.join(EDGE_KINDS)}: the trace is damaged; {WHOLE_TRACE}")
+    return Edge(pb.src, pb.dst, kind)
+
+
+def _missing_event(what: str, seq: int) -> TraceFileError:
+    return TraceFileError(f"{what} names event {seq}, which is not in the trace: the trace is "
+                          f"damaged; {WHOLE_TRACE}")
+
+
+def _check_references(events: list[Event], messages: list[Message], edges: list[Edge],
+                      clocks: dict[int, dict[str, int]]) -> None:
+    """Every seq an edge, message or clock names is an event, and every event
+    has its clock: a crafted or damaged file that protobuf parsed would
+    otherwise fail much later, as a bare KeyError."""
+    seqs = {e.seq for e in events}
+    if len(seqs) != len(events):
+        raise TraceFileError(f"two events have the same seq: the trace is damaged; {WHOLE_TRACE}")
+    for i, edge in enumerate(edges):
+        for seq in (edge.src, edge.dst):
+            if seq not in seqs:
+                raise _missing_event(f"edge {i} ({edge.src} -> {edge.dst})", seq)
+    for m in messages:
+        for seq in (m.send_seq, *m.recv_seqs):
+            if seq not in seqs:
+                raise _missing_event(f"message {m.id}", seq)
+    for seq in clocks:
+        if seq not in seqs:
+            raise _missing_event("a vector clock", seq)
+    unclocked = seqs - clocks.keys()
+    if unclocked:
+        raise TraceFileError(f"event {min(unclocked)} has no vector clock: the trace is damaged; "
+                             f"{WHOLE_TRACE}")
+
+
 def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
-    if pb.format_version != FORMAT_VERSION:
-        raise ValueError(f"trace format version {pb.format_version} is not supported "
-                         f"(this engine reads {FORMAT_VERSION})")
+    """The Trace of a parsed protobuf; TraceFileError if its parts do not fit together."""
+    if pb.format_version not in (LEGACY_VERSION, FORMAT_VERSION):
+        raise _unknown_version(pb.format_version)
     topo = Topology(
         addresses={n.name: n.address for n in pb.nodes if n.HasField("address")},
         cgroups={n.name: n.cgroup for n in pb.nodes if n.HasField("cgroup")})
     events = [_event(e) for e in pb.events]
+    messages = [_message(m) for m in pb.messages]
+    edges = [_edge(i, e) for i, e in enumerate(pb.edges)]
+    clocks = {c.event: dict(c.clock) for c in pb.clocks}
+    _check_references(events, messages, edges, clocks)
     threads = {e.seq: thread_key(e) for e in events}
-    clocks = VectorClocks.from_dicts({c.event: dict(c.clock) for c in pb.clocks}, threads)
-    edges = [Edge(e.src, e.dst, _EDGE_NAME[e.kind]) for e in pb.edges]
     faults = [FaultReport(**{f.name: _plain(getattr(r, f.name)) for f in _FAULT_FIELDS})
               for r in pb.faults]
-    return Trace(dict(pb.meta), topo, events, [_message(m) for m in pb.messages], edges,
-                 clocks, pb.lost_events, faults)
+    return Trace(dict(pb.meta), topo, events, messages, edges,
+                 VectorClocks.from_dicts(clocks, threads), pb.lost_events, faults)
 
 
 _FAULT_FIELDS = dataclasses.fields(FaultReport)
@@ -121,18 +176,92 @@ def _plain(value: Any) -> Any:
     return list(value) if hasattr(value, "extend") else value
 
 
+# ---------------------------------------------------------------- files ----
+
+def trace_to_bytes(trace: Trace) -> bytes:
+    """A trace file's contents: the Trace and its SHA-256, in a TraceFile."""
+    body = trace_to_proto(trace).SerializeToString()
+    return trace_pb2.TraceFile(format_version=FORMAT_VERSION, trace=body,
+                               sha256=hashlib.sha256(body).digest()).SerializeToString()
+
+
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
     """Write atomically (a reader never sees half a trace)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(trace_to_proto(trace).SerializeToString())
+    tmp.write_bytes(trace_to_bytes(trace))
     tmp.replace(path)
 
 
 def read_trace(path: str | os.PathLike[str]) -> Trace:
-    pb = trace_pb2.Trace()
-    pb.ParseFromString(Path(path).read_bytes())
-    return trace_from_proto(pb)
+    """The trace in a file. TraceFileError when the file is not a whole,
+    sound trace (empty, cut short, damaged, another format, a directory or a
+    device); OSError when it cannot be read at all."""
+    return trace_from_bytes(_file_bytes(Path(path)))
+
+
+def _file_bytes(path: Path) -> bytes:
+    """Refuse what is not a file by what it is: /dev/zero would never end."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise TraceFileError(f"is a directory, not a trace file; {WHOLE_TRACE}")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise TraceFileError(f"is a device, not a trace file; {WHOLE_TRACE}")
+    return path.read_bytes()
+
+
+def trace_from_bytes(data: bytes) -> Trace:
+    """The trace in a file's contents (see read_trace)."""
+    if not data:
+        raise TraceFileError(f"the file is empty (0 bytes); {WHOLE_TRACE}")
+    head = _parse(trace_pb2.TraceFile(), data)
+    if head.format_version == FORMAT_VERSION:
+        return trace_from_proto(_parse(trace_pb2.Trace(), _checked_body(head, len(data))))
+    if head.format_version == LEGACY_VERSION:
+        return trace_from_proto(_legacy_trace(data))
+    raise _unknown_version(head.format_version)
+
+
+def _parse(pb: Any, data: bytes) -> Any:
+    try:
+        pb.ParseFromString(data)
+    except DecodeError:
+        raise TraceFileError(f"not a bop-bpf trace, or one cut short or damaged: protobuf "
+                             f"cannot parse its {len(data)} bytes; {WHOLE_TRACE}") from None
+    return pb
+
+
+def _checked_body(head: trace_pb2.TraceFile, size: int) -> bytes:
+    """The serialized Trace, once its checksum says it is whole. A file cut
+    at a field boundary parses, but lacks the fields written last."""
+    if not head.trace or not head.sha256:  # never empty when written: the Trace has a version
+        raise TraceFileError(f"the file is cut short: it ends after {size} bytes, before its "
+                             f"checksum; {WHOLE_TRACE}")
+    if hashlib.sha256(head.trace).digest() != head.sha256:
+        raise TraceFileError(f"the file is damaged: its SHA-256 checksum does not match its "
+                             f"contents; {WHOLE_TRACE}")
+    return head.trace
+
+
+def _legacy_trace(data: bytes) -> trace_pb2.Trace:
+    """A version-1 file (a bare Trace, no checksum). Its writer set `complete`
+    (field 9) exactly when lost_events (field 8) was 0, and fields are
+    written in order, so a cut before them shows as the two disagreeing; a
+    cut inside the fault list, written last, cannot be seen."""
+    pb = _parse(trace_pb2.Trace(), data)
+    if pb.complete != (pb.lost_events == 0):
+        raise TraceFileError(f"the file is cut short or damaged: a version-1 trace whose "
+                             f"'complete' ({str(pb.complete).lower()}) disagrees with its lost "
+                             f"events ({pb.lost_events}); {WHOLE_TRACE}")
+    return pb
+
+
+def _unknown_version(version: int) -> TraceFileError:
+    if version == 0:
+        return TraceFileError(f"not a bop-bpf trace: it has no trace format version; {WHOLE_TRACE}")
+    return TraceFileError(f"trace format version {version} is not one this ldfi reads "
+                          f"({LEGACY_VERSION} and {FORMAT_VERSION}): export it with the (newer) "
+                          f"ldfi that wrote it; or, if it is not one, {WHOLE_TRACE}")
 
 
 # ---------------------------------------------------------------- JSON ----
@@ -182,7 +311,7 @@ def trace_to_json(trace: Trace) -> dict[str, Any]:
     """A readable dict (json.dumps-able): `ldfi export run.pb --format json`."""
     topo = trace.topology
     return {
-        "format": f"bopbpf.trace/{FORMAT_VERSION}",
+        "format": JSON_FORMAT,
         "meta": dict(trace.meta),
         "complete": trace.complete,
         "lost_events": trace.lost_events,
