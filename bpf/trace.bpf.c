@@ -893,8 +893,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
  * a syscall tracepoint's perf path cost ~200 ns per call here, and read()
  * and write() hit it for pipes and files too (docs/performance.md). Which
  * system call it is, and its arguments, come from the task's saved user
- * registers (orig_ax: the x86_64 number; an ia32 call's numbers name none
- * of these while doing socket I/O, so it is not recorded, as before).
+ * registers (orig_ax: the x86_64 number). sendfile and splice to a socket
+ * are recorded without payload (their bytes come from a file or a pipe).
+ * Any other call that moves bytes through a traced task's socket (io_uring,
+ * an ia32 call, whose numbers name none of the x86_64 ones) is recorded as
+ * send_other/recv_other, with what the socket layer tells: the sock, the
+ * bytes and, on TCP, the sequence numbers, so that the byte ranges of a
+ * connection stay whole; its fd is unknown (-1).
  *
  * A UDP datagram's source address reaches the caller's memory only after
  * sock_recvmsg() returns; the cgroup hooks below ("UDP receive sources")
@@ -912,6 +917,42 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
 #define NR_RECVMSG 47
 #define NR_RECVMMSG 299
 #define NR_SENDMMSG 307
+#define NR_SENDFILE 40
+#define NR_SPLICE   275
+
+/* A socket of the task's own (it has a file), not one the kernel uses on
+ * its own behalf in the task's context (NFS, ...): what stash_sock may take
+ * when no fd names the sock. */
+static __always_inline int user_sock(u64 sk_addr)
+{
+    u64 sk = CAST(sk_addr, SOCK);
+    u16 fam = LD(u16, sk, OFF_SK_FAMILY);
+    if (fam != L_AF_INET && fam != L_AF_INET6)
+        return 0;
+    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
+    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+        return 0;
+    u64 sock = CAST(LD(u64, sk, OFF_SOCK_SOCKET), SOCKET);
+    return sock && LD(u64, sock, OFF_SOCKET_FILE) != 0;
+}
+
+/* The stash of a call that names no fd we can read (SYS_SEND_OTHER,
+ * SYS_RECV_OTHER): the sock alone; count holds the call's number. */
+static __always_inline int stash_sock(struct stash *st, u64 sk, u16 sys, u64 count,
+                                      u32 msg_flags)
+{
+    if (!user_sock(sk))
+        return 0;
+    st->sk = sk;
+    st->buf = 0;
+    st->addr = 0;
+    st->count = count;
+    st->fd = -1;
+    st->sys = sys;
+    st->msg_flags = msg_flags;
+    st->sa_len = 0;
+    return 1;
+}
 
 /* A send or receive the socket layer reported on `sk`. The call's fd must
  * name that sock: I/O the kernel does on its own sockets in a task's
@@ -920,8 +961,9 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
                                    s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
                                    u32 msg_flags, const int mode)
 {
-    if (!stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
-        || st->sk != sk) {
+    int kept = fd >= 0 ? stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
+                       : stash_sock(st, sk, sys, count, msg_flags);
+    if (!kept || st->sk != sk) {
         /* no record takes these: they must not reach the next */
         st->sys = 0;
         st->src_sk = 0;
@@ -976,15 +1018,16 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
 #define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
     sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
 
+/* a call recorded from its sock and these, without its buffer (no payload) */
+#define SOCK_IO_AS(sys, fd, count, msg_flags) \
+    sock_io(st, task, sk, ret, sys, fd, 0, count, 0, 0, msg_flags, MODE_NONE)
+
 /* a send whose entry program ran (a run with send triggers) is recorded at its exit */
 #define SEND_IO(call, buf, count, uaddr, addrlen, msg_flags, mode) \
     (st->sys == call ? 0 : SOCK_IO(call, buf, count, uaddr, addrlen, msg_flags, mode))
 
 RAW_TRACEPOINT_PROBE(sock_recv_length) {
     SOCK_IO_PROLOGUE;
-    if (nr != NR_READ && nr != NR_READV && nr != NR_RECVFROM && nr != NR_RECVMSG
-        && nr != NR_RECVMMSG)
-        return 0;
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
@@ -997,8 +1040,11 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
                        (u32)REG(regs, 3), MODE_NONE);
     if (nr == NR_RECVMSG)
         return SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE);
-    return mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1),
-                   (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE);
+    if (nr == NR_RECVMMSG)
+        return mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0),
+                       REG(regs, 1), (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE);
+    /* any other call: fd unknown, count = its number */
+    return SOCK_IO_AS(SYS_RECV_OTHER, -1, nr, (u32)ctx->args[2]);
 }
 
 /* ------------------------------------------------- UDP receive sources */
@@ -1045,9 +1091,6 @@ int cgroup_udp6_recvmsg(struct bpf_sock_addr *ctx) { return keep_udp_source(ctx,
 
 RAW_TRACEPOINT_PROBE(sock_send_length) {
     SOCK_IO_PROLOGUE;
-    if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG
-        && nr != NR_SENDMMSG)
-        return 0;
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
@@ -1060,10 +1103,26 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
                        (u32)REG(regs, 3), MODE_BUF);
     if (nr == NR_SENDMSG)
         return SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG);
-    if (st->sys == SYS_SENDMMSG)
-        return 0;  /* its entry program ran (send triggers): recorded at its exit */
-    return mmsg_io(st, task, sk, ret, SYS_SENDMMSG, SYS_SENDMSG, (s32)REG(regs, 0), REG(regs, 1),
-                   (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_MSG);
+    if (nr == NR_SENDMMSG) {
+        if (st->sys == SYS_SENDMMSG)
+            return 0;  /* its entry program ran (send triggers): recorded at its exit */
+        return mmsg_io(st, task, sk, ret, SYS_SENDMMSG, SYS_SENDMSG, (s32)REG(regs, 0),
+                       REG(regs, 1), (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_MSG);
+    }
+    /* One call site for the rest: each inlines a whole record's code, and
+     * the program's stack is 512 bytes. sendfile(out_fd, in_fd, offset,
+     * count) and splice(in, off, out, off, len, flags) name the socket's
+     * fd; any other call: fd unknown, count = its number. */
+    u16 sys = SYS_SEND_OTHER;
+    s64 fd = -1;
+    u64 count = nr;
+    u32 flags = (u32)ctx->args[2];
+    if (nr == NR_SENDFILE) {
+        sys = SYS_SENDFILE, fd = (s32)REG(regs, 0), count = REG(regs, 3), flags = 0;
+    } else if (nr == NR_SPLICE) {
+        sys = SYS_SPLICE, fd = (s32)REG(regs, 2), count = REG(regs, 4), flags = 0;
+    }
+    return SOCK_IO_AS(sys, fd, count, flags);
 }
 
 /* --------------------------------------------------- socket life cycle */

@@ -415,7 +415,8 @@ def test_pre_forking_server(program, tmp_path):
 
 def test_c_program_node(program, tmp_path, cnode):
     """Any unmodified binary: a C server using read()/write(). Its one 32-bit
-    system call (ia32 read, numbered as x86_64 close) is not recorded."""
+    system call (an ia32 read of 0 bytes, numbered as x86_64 close) is not
+    taken for a close, and moves no bytes: not recorded."""
     run = traced(program, tmp_path, "cnode", [("server", f"exec {cnode} 7000", "{ tcp = 7000 }")], CLIENT)
     t = run.trace
     assert summary(t) == reqresp(0, b"GET key\n", recv="read")
@@ -431,6 +432,41 @@ def test_c_program_node(program, tmp_path, cnode):
     assert first_read.exit_only and first_read.ts_enter == first_read.ts
     # no fault trigger armed: the send is recorded at exit alone too
     assert answer.exit_only and answer.ts_enter == answer.ts
+
+
+def test_sendfile_and_splice_are_sends(program, tmp_path):
+    """Bytes that reach a socket from a file (sendfile) or a pipe (splice)
+    are sends: recorded with their byte ranges, without payload (it is in
+    the page cache, not in the caller's memory)."""
+    run = traced(program, tmp_path, "sendfile", SERVER,
+                 f"{TNODE} client-sendfile {{server}} 7000 {{workdir}}")
+    assert summary(run.trace) == {
+        "client->server:tcp0#0": (8, b"", [("server", "recvfrom", 8)]),
+        "server->client:tcp0#0": (11, b"re:GET key\n", [("client", "recvfrom", 11)]),
+        "client->server:tcp0#1": (5, b"", [("server", "recvfrom", 5)]),
+    }
+    [sendfile], [splice] = socks(run.trace, "client", "sendfile"), socks(run.trace, "client", "splice")
+    [conn] = socks(run.trace, "client", "connect")
+    assert (sendfile.fd, sendfile.count, splice.fd, splice.count) == (conn.fd, 8, conn.fd, 5)
+    assert run.trace.event(run.trace.message("client->server:tcp0#1").recv_seqs[0]).payload == \
+        b"more\n"
+
+
+def test_socket_io_by_32_bit_calls_is_recorded(program, tmp_path, cnode):
+    """A C server that reads its request and writes its reply with ia32
+    system calls: their numbers name no x86_64 call, so they are recorded
+    as recv_other/send_other (fd unknown, count = the call's number), and
+    the connection's byte ranges stay whole."""
+    run = traced(program, tmp_path, "ia32", [("server", f"exec {cnode} ia32 7000", "{ tcp = 7000 }")],
+                 CLIENT)
+    t = run.trace
+    assert summary(t) == {
+        "client->server:tcp0#0": (8, b"GET key\n", [("server", "recv_other", 8)]),
+        "server->client:tcp0#0": (11, b"", [("client", "recvfrom", 11)]),
+    }
+    [read], [write] = socks(t, "server", "recv_other"), socks(t, "server", "send_other")
+    assert (read.fd, read.count, write.fd, write.count) == (-1, 3, -1, 4)  # ia32 read, write
+    assert Edge(read.seq, write.seq, "program") in t.edges
 
 
 def test_debian_redis_server_and_cli(program, tmp_path):

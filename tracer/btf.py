@@ -187,6 +187,8 @@ NEEDED = {
     "OFF_INODE_MODE": ("inode", "i_mode"),
     "OFF_SOCKET_SK": ("socket", "sk"),
     "OFF_SOCKET_TYPE": ("socket", "type"),
+    "OFF_SOCKET_FILE": ("socket", "file"),
+    "OFF_SOCK_SOCKET": ("sock", "sk_socket"),  # not OFF_SK_: see OFF_SOCK_ERR
     "OFF_SK_FAMILY": ("sock", "__sk_common.skc_family"),
     "OFF_SK_STATE": ("sock", "__sk_common.skc_state"),
     "OFF_SK_DADDR": ("sock", "__sk_common.skc_daddr"),

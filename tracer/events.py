@@ -17,8 +17,9 @@ EXIT = "exit"
 TCP_STATE = "tcp_state"  # sock:inet_sock_set_state
 FAULT = "fault"  # an armed fault fired here (bpf/faults.bpf.c)
 
-SEND_CALLS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg"})
-RECV_CALLS = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg"})
+SEND_CALLS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile", "splice",
+                        "send_other"})
+RECV_CALLS = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg", "recv_other"})
 
 MSG_PEEK = 0x2
 

@@ -10,6 +10,10 @@
  *
  * `cnode mmsg HOST PORT WORKDIR` instead sends ten UDP datagrams "m0".."m9"
  * to HOST:PORT with ONE sendmmsg() call, then creates WORKDIR/ok.
+ *
+ * `cnode ia32 PORT` serves one request like the default mode, but reads it
+ * and writes the reply with 32-bit system calls (int $0x80, a buffer below
+ * 4 GiB): socket I/O through calls whose numbers name no x86_64 call.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -61,35 +66,52 @@ static void die(const char *what)
     exit(1);
 }
 
+static int accept_one(int port);
+
+#if defined(__x86_64__)
+static long ia32_call(long nr, long a, long b, long c)
+{
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+    return ret;
+}
+
+static __attribute__((noreturn)) int serve_ia32(int port)
+{
+    char *buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT,
+                     -1, 0);
+    if (buf == MAP_FAILED)
+        die("mmap");
+    int conn = accept_one(port);
+    memcpy(buf, "re:", 3);
+    long n = ia32_call(3, conn, (long)(buf + 3), 4000);  /* ia32 read */
+    if (n <= 0)
+        die("ia32 read");
+    if (ia32_call(4, conn, (long)buf, n + 3) != n + 3)  /* ia32 write */
+        die("ia32 write");
+    while (read(conn, buf, 4096) > 0)
+        ;
+    close(conn);
+    for (;;)
+        pause();
+}
+#endif
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "mmsg") == 0)
         return send_mmsg(argv[2], atoi(argv[3]), argv[4]);
+#if defined(__x86_64__)
+    if (argc == 3 && strcmp(argv[1], "ia32") == 0)
+        return serve_ia32(atoi(argv[2]));
+#endif
     if (argc != 2) {
         fprintf(stderr, "usage: %s PORT\n", argv[0]);
         return 2;
     }
-    int lst = socket(AF_INET, SOCK_STREAM, 0);
-    if (lst < 0)
-        die("socket");
-    int one = 1;
-    setsockopt(lst, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(atoi(argv[1]));
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    if (bind(lst, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-        die("bind");
-    if (listen(lst, 16) < 0)
-        die("listen");
-    int conn = accept(lst, NULL, NULL);
-    if (conn < 0)
-        die("accept");
+    int conn = accept_one(atoi(argv[1]));
 #if defined(__x86_64__)
-    long ia32_ret;
-    __asm__ volatile("int $0x80" : "=a"(ia32_ret) : "a"(3), "b"(conn), "c"(0), "d"(0)
-                     : "memory");
+    long ia32_ret = ia32_call(3, conn, 0, 0);  /* a read of 0 bytes */
     if (ia32_ret != 0 && ia32_ret != -38)  /* -ENOSYS: no ia32 emulation */
         die("ia32 read");
 #endif
@@ -104,4 +126,27 @@ int main(int argc, char **argv)
     close(conn);
     for (;;)
         pause();
+}
+
+/* listen on PORT (any address), accept one connection */
+static int accept_one(int port)
+{
+    int lst = socket(AF_INET, SOCK_STREAM, 0);
+    if (lst < 0)
+        die("socket");
+    int one = 1;
+    setsockopt(lst, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    if (bind(lst, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        die("bind");
+    if (listen(lst, 16) < 0)
+        die("listen");
+    int conn = accept(lst, NULL, NULL);
+    if (conn < 0)
+        die("accept");
+    return conn;
 }

@@ -321,6 +321,26 @@ def client_udp_recv(host: str, port: str, workdir: str) -> None:
     ok(workdir)
 
 
+def client_sendfile(host: str, port: str, workdir: str) -> None:
+    """A request sent with sendfile() from a file, its reply received, then
+    more bytes spliced into the connection from a pipe."""
+    s = connect(host, int(port))
+    path = os.path.join(workdir, "request")
+    with open(path, "wb") as f:
+        f.write(b"GET key\n")
+    with open(path, "rb") as f:
+        if os.sendfile(s.fileno(), f.fileno(), 0, 8) != 8:
+            die("short sendfile")
+    if s.recv(4096) != b"re:GET key\n":
+        die("bad reply")
+    r, w = os.pipe()
+    os.write(w, b"more\n")
+    if os.splice(r, s.fileno(), 5) != 5:
+        die("short splice")
+    s.close()
+    ok(workdir)
+
+
 def client_files(host: str, port: str, workdir: str) -> None:
     """Writes to a file and a pipe (and reads the pipe) around one request;
     records which fds were which."""
@@ -405,6 +425,7 @@ MODES = {
     "client-concurrent": client_concurrent, "client-udp": client_udp,
     "client-udp-sendmsg": client_udp_sendmsg,
     "client-udp-recv": client_udp_recv,
+    "client-sendfile": client_sendfile,
     "client-files": client_files, "ipv6-self": ipv6_self,
     "loopback-pair": loopback_pair, "chatter": chatter, "pingpong": pingpong,
 }
