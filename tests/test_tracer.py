@@ -28,6 +28,7 @@ from conftest import ldfi
 
 from ldfi.scenario import load_scenario
 from ldfi.trace import Edge, Topology, Trace, build_trace, happens_before
+from ldfi.trace.wire import read_trace
 from ldfi.traced_run import TracedRun, traced_run
 from tracer.events import FORK
 from tracer.kernel import cgroup2_root, cgroup_id
@@ -809,6 +810,37 @@ def test_cli_export_of_missing_or_garbage_file(tmp_path):
         assert done.returncode == 2 and done.stdout == ""
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in done.stderr
+
+
+def test_lost_records_are_counted_and_flagged_everywhere(tmp_path, monkeypatch, capsys):
+    """Records the kernel could not keep reach the trace: `ldfi trace` says
+    INCOMPLETE TRACE and exits 3, the trace file carries the count, and
+    `ldfi export` shows it. Real loss: 1 MiB rings and a reader that does
+    not copy until the run ends, under 60 000 records."""
+    from ldfi import cli
+    from tracer import program as program_module
+    from tracer.program import RING_MIN_PAGES, TraceProgram
+
+    def stalled_reader(recording) -> None:
+        recording._stopping.wait()
+
+    monkeypatch.setattr(program_module.Recording, "_consume", stalled_reader)
+    monkeypatch.setattr(cli, "_trace_program", lambda payload=64: TraceProgram(
+        payload_bytes=payload, ring_pages=RING_MIN_PAGES))
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # pytest's own handlers stay
+    path = scenario_file(tmp_path, "lossy", [("idle", "sleep 600", None)],
+                         f"{TNODE} udp-flood 30000 {{workdir}}")
+    out = tmp_path / "run.pb"
+    code = cli.main(["trace", str(path), "-o", str(out), "--store", str(tmp_path / "store")])
+    printed = capsys.readouterr().out
+    assert code == 3, printed
+    assert "INCOMPLETE TRACE" in printed
+    trace = read_trace(out)
+    assert trace.lost_events > 0 and not trace.complete
+    assert 0 < len([e for e in trace.events if e.payload == b"flood"]) < 60000
+    exported = ldfi("export", str(out), "--format", "json")
+    data = json.loads(exported.stdout)
+    assert (data["complete"], data["lost_events"]) == (False, trace.lost_events)
 
 
 # -- known bugs ------------------------------------------------------------------

@@ -341,6 +341,17 @@ def client_sendfile(host: str, port: str, workdir: str) -> None:
     ok(workdir)
 
 
+def udp_flood(count: str, workdir: str) -> None:
+    """`count` datagrams to itself on loopback, each received: many records, fast."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    me = s.getsockname()
+    for _ in range(int(count)):
+        s.sendto(b"flood", me)
+        s.recv(64)
+    ok(workdir)
+
+
 def client_files(host: str, port: str, workdir: str) -> None:
     """Writes to a file and a pipe (and reads the pipe) around one request;
     records which fds were which."""
@@ -426,6 +437,7 @@ MODES = {
     "client-udp-sendmsg": client_udp_sendmsg,
     "client-udp-recv": client_udp_recv,
     "client-sendfile": client_sendfile,
+    "udp-flood": udp_flood,
     "client-files": client_files, "ipv6-self": ipv6_self,
     "loopback-pair": loopback_pair, "chatter": chatter, "pingpong": pingpong,
 }
