@@ -352,6 +352,20 @@ def test_udp_receives_that_do_not_ask_for_the_source_are_matched(program, tmp_pa
     assert all(t.event(m.recv_seqs[0]).rport == 0 for m in t.messages_from("server"))
 
 
+def test_udp_datagrams_cut_to_the_receivers_buffer_are_delivered(program, tmp_path):
+    """A datagram longer than the receive buffer arrives cut: recvfrom
+    returns its first bytes (it filled its buffer), recvmsg too (its record
+    does not say how big the buffer was)."""
+    run = traced(program, tmp_path, "udp-cut", [("server", f"{TNODE} serve-udp-cut 9000", "{ udp = 9000 }")],
+                 f"{TNODE} client-udp-cut {{server}} 9000 {{workdir}}")
+    assert summary(run.trace) == {
+        "client->server:udp0#0": (6, b"ping 1", [("server", "recvfrom", 4)]),
+        "server->client:udp0#0": (3, b"cut", [("client", "recvfrom", 3)]),
+        "client->server:udp0#1": (6, b"ping 2", [("server", "recvmsg", 4)]),
+        "server->client:udp0#1": (3, b"cut", [("client", "recvfrom", 3)]),
+    }
+
+
 # -- threads and processes --------------------------------------------------------
 
 def test_multi_threaded_server(program, tmp_path):

@@ -36,6 +36,8 @@ EISCONN = 106
 # a connect that returned one of these is (still) a connection attempt
 _CONNECTING = frozenset({0, -EINPROGRESS, -EALREADY, -EISCONN})
 _MMSG = frozenset({"sendmmsg", "recvmmsg"})
+# receives whose record holds no buffer size (count: iovecs, messages, a call number)
+_UNSIZED_RECVS = frozenset({"readv", "recvmsg", "recvmmsg", "recv_other"})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -438,8 +440,8 @@ def _fifo(sends: list[SendMatch], recvs: list[Event], began: dict[int, int]) -> 
             q.popleft()
         if q and began[q[0].event.seq] <= r.ts:
             q.popleft().recvs.append(r.seq)
-        elif not _by_prefix(sends, r, began) and r.ret == r.count:
-            _truncated(sends, r, began)  # buffer filled: maybe a truncated datagram
+        elif not _by_prefix(sends, r, began) and _may_be_cut(r):
+            _truncated(sends, r, began)
 
 
 def _by_prefix(sends: list[SendMatch], r: Event, began: dict[int, int]) -> bool:
@@ -454,6 +456,12 @@ def _by_prefix(sends: list[SendMatch], r: Event, began: dict[int, int]) -> bool:
             m.recvs.append(r.seq)
             return True
     return False
+
+
+def _may_be_cut(r: Event) -> bool:
+    """Could `r` be a datagram cut to the receiver's buffer? When it filled
+    the buffer, or when its record does not say how big the buffer was."""
+    return r.ret == r.count or r.syscall in _UNSIZED_RECVS
 
 
 def _truncated(sends: list[SendMatch], r: Event, began: dict[int, int]) -> None:

@@ -208,6 +208,18 @@ def serve_udp(port: str) -> None:
         s.sendto(b"pong" + data[4:], addr)
 
 
+def serve_udp_cut(port: str) -> None:
+    """Read each datagram into a 4-byte buffer (the kernel cuts it), with
+    recvfrom and recvmsg in turn, and answer b"cut"."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(port)))
+    while True:
+        _, addr = s.recvfrom(4)
+        s.sendto(b"cut", addr)
+        _, _, _, addr = s.recvmsg(4)
+        s.sendto(b"cut", addr)
+
+
 def serve_udp_sink(port: str, count: str) -> None:
     """Receive `count` datagrams, answer none."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -352,6 +364,17 @@ def udp_flood(count: str, workdir: str) -> None:
     ok(workdir)
 
 
+def client_udp_cut(host: str, port: str, workdir: str) -> None:
+    """Two 6-byte datagrams, each answered by b"cut"."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    for i in (1, 2):
+        s.sendto(b"ping %d" % i, (host, int(port)))
+        if s.recvfrom(64)[0] != b"cut":
+            die("bad answer")
+    ok(workdir)
+
+
 def client_files(host: str, port: str, workdir: str) -> None:
     """Writes to a file and a pipe (and reads the pipe) around one request;
     records which fds were which."""
@@ -438,6 +461,8 @@ MODES = {
     "client-udp-recv": client_udp_recv,
     "client-sendfile": client_sendfile,
     "udp-flood": udp_flood,
+    "serve-udp-cut": serve_udp_cut,
+    "client-udp-cut": client_udp_cut,
     "client-files": client_files, "ipv6-self": ipv6_self,
     "loopback-pair": loopback_pair, "chatter": chatter, "pingpong": pingpong,
 }
