@@ -175,10 +175,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     # the default fault budget of `ldfi run` (flags override each key)
     "faults": {
         "kinds": Key("names"),
-        "max_faults": Key("count"),
+        "max_faults": Key("positive_count"),
         "max_crashes": Key("count"),
         "per_kind": Key("counts"),
-        "horizon": Key("count"),
+        "horizon": Key("positive_count"),
         "include_client": Key("flag"),
     },
     # what the good outcome is, when "the client's causal past" is too broad
@@ -573,6 +573,16 @@ def _as_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
     return value
 
 
+def _as_positive_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
+    """max_faults, horizon: 0 would admit no fault, and a search that may try
+    none "certifies" after the fault-free run alone."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _wrong_type(value, ctx, where, key, "a whole number >= 1",
+                          f"write {key} = 1; to run once without faults, use 'ldfi run "
+                          "--no-faults'")
+    return value
+
+
 def _as_exit_status(value: Any, ctx: _Context, where: _Where, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
         raise _wrong_type(value, ctx, where, key, "an exit status from 1 to 255",
@@ -602,6 +612,7 @@ def _as_counts(value: Any, ctx: _Context, where: _Where, key: str) -> dict[str, 
 
 _CONVERTERS: dict[str, Converter] = {
     "count": _as_count,
+    "positive_count": _as_positive_count,
     "exit_status": _as_exit_status,
     "flag": _as_flag,
     "names": _as_names,

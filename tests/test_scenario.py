@@ -268,7 +268,13 @@ BAD = [
     ("unknown faults key", {}, {19: "[faults]\nmax_fault = 1"}, 21,
      ["unknown key 'max_fault' ([faults] max_fault)", "did you mean 'max_faults'?"]),
     ("negative budget", {}, {19: "[faults]\nmax_faults = -1"}, 21,
-     ["max_faults must be a whole number >= 0"]),
+     ["max_faults must be a whole number >= 1"]),
+    ("zero budget", {}, {19: "[faults]\nmax_faults = 0"}, 21,
+     ["max_faults must be a whole number >= 1, not integer 0", "'ldfi run --no-faults'"]),
+    ("zero horizon", {}, {19: "[faults]\nhorizon = 0"}, 21,
+     ["horizon must be a whole number >= 1"]),
+    ("negative crashes", {}, {19: "[faults]\nmax_crashes = -1"}, 21,
+     ["max_crashes must be a whole number >= 0"]),
     ("unknown outcome node", {}, {19: '[outcome]\nnode = "nobody"'}, 21,
      ["no node named 'nobody' ([outcome] node)"]),
     ("unknown run key", {4: 'setle = "1s"'}, {}, 4,
@@ -692,3 +698,38 @@ def test_docs_cover_every_key() -> None:
     for table, keys in SCHEMA.items():
         for key in keys:
             assert f"`{key}`" in docs, f"docs/scenario.md does not document {table}.{key}"
+
+
+def _faults_table() -> dict[str, tuple[str, str]]:
+    """docs/scenario.md's [faults] rows: key -> (type, default)."""
+    docs = (REPO / "docs" / "scenario.md").read_text()
+    section = docs.split("### `[faults]`", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+    return {key: (kind.strip(), default.strip()) for key, kind, default in rows}
+
+
+@pytest.mark.parametrize("key", ["max_faults", "max_crashes", "horizon"])
+def test_docs_state_the_fault_budget_the_code_enforces(tmp_path: Path, key: str) -> None:
+    """A whole-number key's documented least value is accepted and the one
+    below it refused, by the scenario file and by the budget `ldfi run`
+    builds from it and its flags; the documented default is the code's."""
+    from ldfi.solver.budget import Budget
+
+    kind, default = _faults_table()[key]
+    least = int(re.fullmatch(r"integer >= (\d+)", kind).group(1))  # type: ignore[union-attr]
+    scenario = load_scenario(write(tmp_path, BASE + f"[faults]\n{key} = {least}\n"))
+    assert getattr(Budget.from_mapping(scenario.faults), key) == least
+    with pytest.raises(UserError, match=f"{key} must be a whole number >= {least}"):
+        load_scenario(write(tmp_path, BASE + f"[faults]\n{key} = {least - 1}\n"))
+    with pytest.raises(UserError, match=f"{key} must be a whole number >= {least}"):
+        Budget.from_mapping({key: least - 1})  # as from --max-faults, --horizon, ...
+    assert str(getattr(Budget(), key)).lower() == default
+
+
+def test_max_faults_0_points_at_no_faults() -> None:
+    """0 faults per hypothesis would certify having run the good case only:
+    that run is `ldfi run --no-faults`, and the error says so."""
+    from ldfi.solver.budget import Budget
+
+    with pytest.raises(UserError, match="--no-faults"):
+        Budget.from_mapping({"max_faults": 0})

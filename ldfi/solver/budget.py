@@ -82,9 +82,11 @@ class Budget:
                 raise UserError(f"{where}: kind {kind!r} removes no message, so the search never "
                                 "proposes it; drop it from kinds and use it in a hand-written "
                                 f"plan, e.g. {registry.get(kind).example}")
-        _whole(self.max_faults, 1, f"{where}: max_faults", "max_faults = 2")
+        # 0 would "certify" after the fault-free run alone: that run is --no-faults
+        _whole(self.max_faults, 1, f"{where}: max_faults",
+               "max_faults = 2; to run once without faults, use 'ldfi run --no-faults'")
         _whole(self.max_crashes, 0, f"{where}: max_crashes", "max_crashes = 1")
-        if self.horizon is not None:
+        if self.horizon is not None:  # 0 would admit no fault at all: a vacuous certificate
             _whole(self.horizon, 1, f"{where}: horizon", "horizon = 5")
         for kind, n in self.max_per_kind.items():
             if kind not in self.kinds:
