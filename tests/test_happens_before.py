@@ -23,7 +23,8 @@ from ldfi.trace import (
     happens_before,
 )
 from ldfi.trace.wire import read_trace, trace_to_json, write_trace
-from tracer.events import FORK, SOCK, TCP_STATE, Event
+from tracer.decode import H_FAULTS
+from tracer.events import FAULT, FORK, SOCK, TCP_STATE, Event
 
 ADDR = {"client": "198.18.0.1", "server": "198.18.0.2", "n2": "198.18.0.3"}
 TOPO = Topology(addresses=dict(ADDR), cgroups={"client": 11, "server": 12, "n2": 13})
@@ -43,7 +44,7 @@ class Run:
         self.t += 1000
         pid = tid if pid is None else pid
         seq = len(self.events)
-        ts_enter = self.t if kw.get("exit_only") else self.t - 500
+        ts_enter = kw.pop("ts_enter", self.t if kw.get("exit_only") else self.t - 500)
         self.events.append(Event(seq=seq, kind=kind, ts=self.t, ts_enter=ts_enter,
                                  pid=pid + self.off, tid=tid + self.off, comm="p", node=node,
                                  **kw))  # type: ignore[arg-type]
@@ -390,6 +391,21 @@ def test_udp_ping_pong_with_duplicate_and_drop() -> None:
     assert not trace.message("client->server:udp0#2").delivered
     assert trace.message("client->server:udp0#2").send_seq == lost
     assert ping1.byte_start is None
+
+
+def test_udp_datagram_dropped_by_a_fault_is_not_taken_by_a_receive() -> None:
+    """Retries of one request look the same. The fault's record names the
+    send it dropped (its sock and entry time), so the receive goes to the
+    retry, not to the dropped first try that FIFO alone would pick."""
+    run = Run()
+    first = run.udp_send("client", 10, 5000, "server", 7000, b"req")
+    run.add("client", 10, FAULT, sk=run.events[first].sk, ts_enter=run.events[first].ts_enter,
+            fault_slot=0, fault_action=H_FAULTS["FA_DROP_MSG"])
+    retry = run.udp_send("client", 10, 5000, "server", 7000, b"req")
+    got = run.udp_recv("server", 20, 7000, "client", 5000, b"req")
+    trace = run.trace()
+    assert kinds(trace, "message") == {(retry, got)}
+    assert [m.delivered for m in trace.messages] == [False, True]
 
 
 def test_udp_send_recorded_at_exit_after_its_receive() -> None:

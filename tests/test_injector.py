@@ -133,6 +133,20 @@ def test_omission_drops_exactly_datagram_k(program, tmp_path):
     assert [(e.node, e.fault_slot) for e in fault_events] == [("sender", 0)]
 
 
+def test_a_dropped_datagram_is_the_one_undelivered_even_if_others_look_the_same(tmp_path):
+    """With no payload recorded, all six datagrams look alike (same length,
+    same empty prefix) to matching: the fault's record must tell which one
+    was dropped, or FIFO would report #2 delivered and #5 lost."""
+    from tracer.program import TraceProgram
+
+    trigger = SendTrigger("sender", nth=2, peer="receiver", proto="udp", channel=0)
+    with TraceProgram(payload_bytes=0) as blind:
+        traced, received, _ = run(blind, tmp_path, "udp",
+                                  [PlannedFault("omission", trigger, DropMessage())])
+    assert received == ["d0", "d1", "d3", "d4", "d5"]
+    assert delivered(traced, "sender") == [f"sender->receiver:udp0#{i}" for i in (0, 1, 3, 4, 5)]
+
+
 def test_cut_blocks_tcp_from_message_k_on(program, tmp_path):
     trigger = SendTrigger("sender", nth=3, peer="receiver", proto="tcp", channel=0,
                           opener="sender")

@@ -24,7 +24,8 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tracer.events import Event
+from tracer.decode import H_FAULTS
+from tracer.events import FAULT, Event
 
 from .model import Topology
 
@@ -36,6 +37,7 @@ EISCONN = 106
 # a connect that returned one of these is (still) a connection attempt
 _CONNECTING = frozenset({0, -EINPROGRESS, -EALREADY, -EISCONN})
 _MMSG = frozenset({"sendmmsg", "recvmmsg"})
+_FA_DROP_MSG = H_FAULTS["FA_DROP_MSG"]
 # receives whose record holds no buffer size (count: iovecs, messages, a call number)
 _UNSIZED_RECVS = frozenset({"readv", "recvmsg", "recvmmsg", "recv_other"})
 
@@ -104,6 +106,10 @@ def match(events: Iterable[Event], topology: Topology) -> MatchResult:
     tcp: list[Event] = []
     udp: list[Event] = []
     began: dict[int, int] = {}  # UDP send seq -> when it began, at the latest
+    # (sk, entry time) of the sends whose datagrams an injected DropMessage
+    # dropped: its record names the triggering send so. Without them, FIFO
+    # would hand the receive of an identical later datagram to a dropped one.
+    dropped: set[tuple[int, int]] = set()
     last_ts: dict[int, int] = {}  # tid -> ts of its latest record so far
     before_call: dict[int, int] = {}  # tid -> ts of its last record before the current call
     for e in sorted(events, key=lambda ev: ev.seq):
@@ -115,10 +121,12 @@ def match(events: Iterable[Event], topology: Topology) -> MatchResult:
             udp.append(e)
             if e.is_send:
                 began[e.seq] = _began(e, before_call.get(e.tid, 0))
+        elif e.kind == FAULT and e.fault_action == _FA_DROP_MSG:
+            dropped.add((e.sk, e.ts_enter))
         if e.tid:
             last_ts[e.tid] = e.ts
     sends, connects = _match_tcp(tcp, resolver)
-    sends += _match_udp(udp, resolver, began)
+    sends += _match_udp(udp, resolver, began, dropped)
     sends.sort(key=lambda s: s.event.seq)
     return MatchResult(sends, connects)
 
@@ -387,8 +395,8 @@ def _match_tcp(events: list[Event], resolver: Resolver
 
 # ---------------------------------------------------------------- UDP ----
 
-def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int]
-               ) -> list[SendMatch]:
+def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
+               dropped: set[tuple[int, int]]) -> list[SendMatch]:
     flows: dict[tuple[str, int, str, int], list[SendMatch]] = defaultdict(list)
     first_send: dict[tuple[str, str, int, int], int] = {}
     recvs: dict[tuple[str, int, str, int], list[Event]] = defaultdict(list)
@@ -404,7 +412,8 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int]
             ref = ChannelRef("udp", own, dst, first_send[sock])
             m = SendMatch(e, own, dst, ref)
             out.append(m)
-            flows[(own, e.lport, dst, e.rport)].append(m)
+            if (e.sk, e.ts_enter) not in dropped:  # known lost: no receive may take it
+                flows[(own, e.lport, dst, e.rport)].append(m)
         elif e.rport == 0:
             blind[(own, e.lport)].append(e)
         else:
