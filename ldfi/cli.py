@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
+import select
 import shutil
 import signal
 import sys
@@ -54,7 +56,7 @@ def _run_once(scenario, store: Path, json_out: Path | None) -> int:
     result = run_once(scenario, store)
     print_run(result)
     if json_out:
-        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        _write_json(json_out, "--json", result.to_json())
     if result.status == "error":
         return EXIT_INCONCLUSIVE
     return EXIT_OK if result.predicate_ok else EXIT_BUG
@@ -127,7 +129,7 @@ def _inject_once(scenario, store: Path, program, plan, json_out: Path | None) ->
         data = run.result.to_json()
         data["faults"] = [dataclasses.asdict(f) for f in run.trace.faults]
         data["trace"] = str(run.trace_path)
-        json_out.write_text(json.dumps(data, indent=2) + "\n")
+        _write_json(json_out, "--json", data)
     if run.result.status == "error":
         return EXIT_INCONCLUSIVE
     return EXIT_OK if run.result.predicate_ok else EXIT_BUG
@@ -142,7 +144,7 @@ def _search(scenario, store: Path, program, options, json_out: Path | None) -> i
         result = search(scenario, options, program, store, progress)
     print_verdict(result)
     if json_out:
-        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        _write_json(json_out, "--json", result.to_json())
     return {BUG: EXIT_BUG, CERTIFIED: EXIT_OK}.get(result.verdict, EXIT_INCONCLUSIVE)
 
 
@@ -151,15 +153,12 @@ def _replay(args: argparse.Namespace) -> int:
     from ldfi.scenario import load_scenario
     from ldfi.traced_run import traced_run
 
-    report = _read_report(args.report)
-    scenario = load_scenario(report["scenario_path"])
-    cx = report.get("counterexample")
-    if not cx:
-        raise UserError(f"{args.report}: verdict {report.get('verdict')!r} has no "
-                        "counterexample to replay")
     if args.runs < 1:
         raise UserError(f"--runs {args.runs}: must be at least 1")
-    plan = _plan("; ".join(cx["faults"]), scenario) if cx["faults"] else []
+    report = _read_report(args.report)
+    faults = _counterexample_faults(report, args.report)
+    scenario = load_scenario(report["scenario_path"])
+    plan = _plan("; ".join(faults), scenario) if faults else []
     require_root("replay")
     store = _writable_store(args.store)
     failed = 0
@@ -172,7 +171,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"replay {i + 1}/{args.runs}: "
                   f"{'predicate FAILS' if broke else 'predicate holds'}"
                   f"{' (' + fired + ')' if fired else ''}  {run.result.run_dir}")
-    print(f"reproduced {failed}/{args.runs}: {'; '.join(cx['faults']) or 'no faults'}")
+    print(f"reproduced {failed}/{args.runs}: {'; '.join(faults) or 'no faults'}")
     return EXIT_BUG if failed else EXIT_OK
 
 
@@ -185,7 +184,31 @@ def _read_report(path: str) -> dict:
         raise UserError(f"{path}: not a search report ({err})") from None
     if not isinstance(data, dict) or "scenario_path" not in data or "verdict" not in data:
         raise UserError(f"{path}: not a search report (no scenario_path/verdict)")
+    if not isinstance(data["scenario_path"], str) or not data["scenario_path"]:
+        raise _malformed(path, "scenario_path", data["scenario_path"], "the scenario TOML's path")
     return data
+
+
+def _counterexample_faults(report: dict, path: str) -> list[str]:
+    """The minimized faults a report's counterexample holds (the fault texts
+    'ldfi run' wrote), or a UserError naming the field that is wrong."""
+    cx = report.get("counterexample")
+    if not cx:
+        raise UserError(f"{path}: verdict {report.get('verdict')!r} has no "
+                        "counterexample to replay")
+    if not isinstance(cx, dict):
+        raise _malformed(path, "counterexample", cx, 'an object with a "faults" list')
+    faults = cx.get("faults")
+    if not isinstance(faults, list) or not all(isinstance(f, str) for f in faults):
+        raise _malformed(path, "counterexample.faults", faults,
+                         'a list of faults, e.g. ["crash(server, before send 3)"]')
+    return faults
+
+
+def _malformed(path: str, field: str, value: object, want: str) -> UserError:
+    shown = "missing" if value is None else f"{value!r}"[:60]
+    return UserError(f"{path}: {field} is malformed ({shown}); it must be {want}: give the "
+                     "report.json 'ldfi run' wrote, unedited")
 
 
 def _faults(args: argparse.Namespace) -> int:
@@ -213,7 +236,7 @@ def _trace(args: argparse.Namespace) -> int:
     print_run(run.result)
     print_trace(run.trace, run.trace_path)
     if output:
-        shutil.copyfile(run.trace_path, output)
+        _write_whole(output, "-o", run.trace_path.read_bytes())
         print(f"trace written to {output}")
     if run.result.status == "error" or not run.trace.complete:
         return EXIT_INCONCLUSIVE
@@ -230,16 +253,63 @@ def _writable_store(path: str) -> Path:
 
 
 def _writable_file(path: str | None, flag: str) -> Path | None:
-    """Fail before a long run, not after it, when its output cannot be written."""
+    """Fail before a long run, not after it, when its output cannot be
+    written; without creating it: an interrupted run must leave no empty file."""
     if path is None:
         return None
     out = Path(path)
+    if out.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; give a writable file path")
     try:
-        with open(out, "a"):
-            pass
+        if _is_special(out):
+            if not os.access(out, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        else:
+            probe = _temporary_beside(out)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
     except OSError as err:
         raise UserError(f"{flag} {path}: {err.strerror}; give a writable file path") from None
     return out
+
+
+def _is_special(path: Path) -> bool:
+    """A pipe or device (-o /dev/stdout): written in place, never renamed over."""
+    return path.exists() and not path.is_file()
+
+
+def _temporary_beside(out: Path) -> Path:
+    """A name in the target's own directory (through a symlink, as open()
+    would go), so that the rename over it is atomic."""
+    target = Path(os.path.realpath(out))
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _write_whole(out: Path, flag: str, data: bytes) -> None:
+    """Write `out` whole or not at all: into a file beside it, renamed over it
+    once complete. A reader never finds half a file, and an interrupted or
+    failed write leaves only what was there before."""
+    try:
+        if _is_special(out):
+            out.write_bytes(data)
+            return
+        target = Path(os.path.realpath(out))
+        temporary = _temporary_beside(out)
+        try:
+            temporary.write_bytes(data)
+            if target.exists():
+                shutil.copymode(target, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise UserError(f"{flag} {out}: cannot write it ({err.strerror}); the run's own copy "
+                        "is in its run directory (see above)", EXIT_INCONCLUSIVE) from None
+
+
+def _write_json(out: Path, flag: str, data: dict) -> None:
+    _write_whole(out, flag, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -278,13 +348,26 @@ def _gc(args: argparse.Namespace) -> int:
     return 1 if done.failed else 0
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser. An argument it does not know is its error, told
+    with its own usage line ('ldfi doctor [-h] [--json]'); by default argparse
+    hands it up to the top level, whose usage does not name the subcommand."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ldfi",
         description="Lineage-driven fault injection for unmodified distributed systems (eBPF).",
     )
     parser.add_argument("--version", action="version", version=f"ldfi {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_SubcommandParser)
 
     doctor = sub.add_parser("doctor", help="probe the kernel for every eBPF feature bop-bpf uses")
     doctor.add_argument("--json", action="store_true", help="print the probe results as JSON")
@@ -321,13 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, metavar="N", help="seed of the random strategy")
     run.add_argument("--store", default="ldfi-store", help="where runs and reports go")
     run.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, runs_scenario=True)
 
     replay = sub.add_parser("replay", help="re-run a search's counterexample")
     replay.add_argument("report", help="the report.json of a search (printed by 'ldfi run')")
     replay.add_argument("--runs", type=int, default=1, metavar="N", help="how many times")
     replay.add_argument("--store", default="ldfi-store", help="where run directories go")
-    replay.set_defaults(handler=_replay)
+    replay.set_defaults(handler=_replay, runs_scenario=True)
 
     faults = sub.add_parser("faults", help="list the fault kinds (built-in and plugins)")
     faults.set_defaults(handler=_faults)
@@ -338,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--payload", type=int, default=64, metavar="N",
                        help="bytes of each message's payload to record (0: none; default 64)")
     trace.add_argument("--store", default="ldfi-store", help="where run directories go")
-    trace.set_defaults(handler=_trace)
+    trace.set_defaults(handler=_trace, runs_scenario=True)
 
     export = sub.add_parser("export", help="print a trace file for people and tools")
     export.add_argument("trace", help="a trace written by 'ldfi trace'")
@@ -353,25 +436,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, every clean-up on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """The first SIGINT or SIGTERM. Both are ignored from here on, so that the
+    clean-up it sets off runs to its end: a second Ctrl-C landing inside a bcc
+    detach or an mmap close left half-closed objects, tracebacks and exit -2."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _stdout_closed(err: Exception) -> bool:
+    """Whether `err` means stdout is a pipe or socket with no reader left
+    (`ldfi export run.pb | head -1`): the reader's choice, not a failure."""
+    if not isinstance(err, BrokenPipeError) or sys.stdout is None:
+        return False
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Python flushes stdout at exit: point it at /dev/null first, so that what
+    is left in the buffer does not raise BrokenPipeError again (the handling
+    the Python docs recommend, see the signal module's note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _unexpected(args: argparse.Namespace, err: Exception) -> str:
+    """The one line for an error nobody foresaw; 'ldfi gc' only after a run."""
+    if getattr(args, "runs_scenario", False):
+        after = "the run could not complete; 'ldfi gc' removes anything left behind"
+    else:
+        after = f"'ldfi {args.command}' could not complete"
+    return (f"ldfi: error: {type(err).__name__}: {err} ({after}; LDFI_DEBUG=1 shows the "
+            "traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    # SIGTERM takes the same clean-up path as Ctrl-C (KeyboardInterrupt).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    args = build_parser().parse_args(argv)
+    """The `ldfi` program. Exit codes: docs/architecture.md. Once it returns,
+    SIGINT and SIGTERM are ignored: the process only exits then, and a signal
+    landing in an atexit clean-up (bcc's) would only print a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both take Ctrl-C's clean-up path
+        signal.signal(sig, _interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+        return code
     except UserError as err:
         print(f"ldfi: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("ldfi: interrupted; cleaned up", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # also the doctor's own, raised between its probes
+        signum = getattr(err, "signum", signal.SIGINT)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"ldfi: {what}; cleaned up", file=sys.stderr)
+        return 128 + signum
     except Exception as err:  # the environment failed us: one line, never a traceback
+        if _stdout_closed(err):
+            _discard_stdout()
+            return 128 + signal.SIGPIPE  # what a shell shows for a tool SIGPIPE ended
         if os.environ.get("LDFI_DEBUG"):
             raise
-        print(f"ldfi: error: {type(err).__name__}: {err} (the run could not complete; "
-              "'ldfi gc' removes anything left behind; LDFI_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(_unexpected(args, err), file=sys.stderr)
         return EXIT_INCONCLUSIVE
 
 
