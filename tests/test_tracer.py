@@ -108,6 +108,14 @@ def summary(t: Trace) -> dict[str, tuple]:
             for m in t.messages}
 
 
+def accepts_told(run: TracedRun, node: str) -> list[tuple[int, int]]:
+    """(pid, fd) of each accept, as the node's own stdout told them (tnode's
+    `accepted`), in order."""
+    out = Path(run.result.run_dir) / "logs" / f"{node}.out"
+    return [(int(pid), int(fd)) for line in out.read_text().splitlines()
+            if line.startswith("accepted ") for pid, fd in [line.split()[1:]]]
+
+
 def socks(t: Trace, node: str, syscall: str) -> list:
     return [e for e in t.events if e.node == node and e.syscall == syscall]
 
@@ -234,6 +242,7 @@ def test_100_short_connections(program, tmp_path):
     assert sorted(e for e in t.edges if e.kind == "connect") == \
         [Edge(c.seq, a.seq, "connect") for c, a in zip(connects, accepts, strict=True)]
     assert all(a.rport == c.lport for c, a in zip(connects, accepts, strict=True))
+    assert [(a.pid, a.ret) for a in accepts] == accepts_told(run, "server")
     for k, (c, a) in enumerate(zip(connects, accepts, strict=True)):  # connection k is the k-th connect
         req = t.message(f"client->server:tcp{k}#0")
         assert t.event(req.send_seq).lport == c.lport and t.event(req.recv_seqs[0]).fd == a.ret
@@ -391,7 +400,7 @@ def test_multi_threaded_server(program, tmp_path):
         # spawned the handler), right before that read.
         acc = paired[connects[k].seq]
         first = min(e.seq for e in t.events if e.tid == read.tid)
-        assert (acc.seq, acc.tid, acc.ret) == (first, read.tid, read.fd)
+        assert (acc.seq, acc.tid, acc.pid, acc.ret) == (first, read.tid, *accepts_told(run, "server")[k])
         assert Edge(spawn.seq, first, "fork") in t.edges
         assert Edge(acc.seq, read.seq, "program") in t.edges
         assert happens_before(t, connects[k].seq, answer.seq)
@@ -426,6 +435,7 @@ def test_pre_forking_server(program, tmp_path):
         assert read.fd == acc.ret and Edge(read.seq, answer.seq, "program") in t.edges
         served.add(acc.pid)
     assert served == children
+    assert sorted((a.pid, a.ret) for a in accepts) == sorted(accepts_told(run, "server"))
 
 
 def test_c_program_node(program, tmp_path, cnode):
