@@ -486,8 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     """The `ldfi` program. Exit codes: docs/architecture.md. Once it returns,
     SIGINT and SIGTERM are ignored: the process only exits then, and a signal
     landing in an atexit clean-up (bcc's) would only print a traceback."""
-    for sig in (signal.SIGINT, signal.SIGTERM):  # both take Ctrl-C's clean-up path
-        signal.signal(sig, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both take Ctrl-C's clean-up path,
+        if signal.getsignal(sig) != signal.SIG_IGN:  # unless ignored (nohup, `cmd &`)
+            signal.signal(sig, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)

@@ -113,8 +113,9 @@ def test_signal_to_the_engine_cleans_up_everything(tmp_path, sig):
                                                                 for r in during)
     engine.send_signal(sig)
     _, err = engine.communicate(timeout=20)
-    assert engine.returncode == 130
-    assert err.strip().splitlines() == ["ldfi: interrupted; cleaned up"]
+    assert engine.returncode == 128 + sig  # 130 for Ctrl-C, 143 for SIGTERM, as a shell says
+    said = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert err.strip().splitlines() == [f"ldfi: {said}; cleaned up"]
     assert ldfi_resources() - before == set()
 
 
