@@ -199,8 +199,14 @@ def start_trace(tmp_path: Path, out: Path) -> tuple[subprocess.Popen[str], str]:
         [sys.executable, "-m", "ldfi.cli", "trace", str(scenario), "-o", str(out),
          "--store", str(tmp_path / "store")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_catchable_signals)
     return engine, marker
+
+
+def _catchable_signals() -> None:
+    """ldfi keeps a SIGINT its parent ignored (as in `make test &`): not ours."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def wait_for_workload(engine: subprocess.Popen[str], tmp_path: Path) -> None:
