@@ -155,7 +155,8 @@ def _finish(sandbox: Sandbox, result: RunResult, started: float, run_dir: Path) 
 
 
 def _values(scenario: Scenario, sandbox: Sandbox, node: str) -> dict[str, str]:
-    return scenario.placeholder_values(sandbox.addresses, sandbox.run_dir / "work", node)
+    return scenario.placeholder_values(sandbox.addresses, sandbox.run_dir / "work", node,
+                                       sandbox.addresses6)
 
 
 def _run_steps(

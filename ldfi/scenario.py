@@ -113,15 +113,18 @@ class Scenario:
         raise KeyError(f"no node named {name!r} in scenario {self.name!r}")
 
     def placeholder_values(
-        self, addresses: Mapping[str, str], workdir: str | os.PathLike[str], node: str
+        self, addresses: Mapping[str, str], workdir: str | os.PathLike[str], node: str,
+        addresses6: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
         """What render() needs for a command that runs in `node` ("client" for the
-        workload and the check), given every node's IPv4 address."""
+        workload and the check), given every node's IPv4 (and IPv6) address."""
         missing = [n.name for n in self.nodes if n.name not in addresses]
         if missing:
             raise ValueError(f"no address for node(s) {', '.join(missing)}")
+        six = addresses6 or {}
         return {
             **{n.name: addresses[n.name] for n in self.nodes},
+            **{f"{n.name}{IPV6_SUFFIX}": six[n.name] for n in self.nodes if n.name in six},
             "workdir": os.fspath(workdir),
             "scenario_dir": str(self.dir),
             "node": node,
@@ -207,7 +210,8 @@ class TemplateError(ValueError):
     """A malformed template, or a placeholder with no value."""
 
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*(?:\.ipv6)?)\}")
+IPV6_SUFFIX = ".ipv6"  # {NAME.ipv6}: the node's IPv6 address
 
 
 def _tokens(template: str) -> Iterator[tuple[str, bool]]:
@@ -674,6 +678,7 @@ _SHELL_WORDS_TEXT = """
 _SHELL_WORDS = frozenset(_SHELL_WORDS_TEXT.split())
 _VARIABLE_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _DUMMY_ADDRESS = "192.0.2.1"  # TEST-NET-1: never a real address
+_DUMMY_ADDRESS6 = "2001:db8::1"  # the documentation prefix: never a real address
 _DUMMY_WORKDIR = "/nonexistent/ldfi-workdir"  # created per run, so unknowable now
 
 
@@ -683,6 +688,7 @@ def _check_template(
     """Fail on malformed or unknown placeholders; return dummy values to render with."""
     values = {name: _DUMMY_ADDRESS for name in ctx.node_names}
     values |= {"workdir": _DUMMY_WORKDIR, "scenario_dir": str(ctx.dir), "node": node}
+    values |= {f"{name}{IPV6_SUFFIX}": _DUMMY_ADDRESS6 for name in ctx.node_names}
     braces = "write {{ and }} for literal braces"
     try:
         names = placeholders(template)

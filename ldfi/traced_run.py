@@ -46,7 +46,8 @@ def traced_run(scenario: Scenario, store: Path, program: TraceProgram,
     }
     try:
         trace = build_trace(
-            events, Topology(addresses=recorder.addresses, cgroups=recorder.cgroups),
+            events, Topology(addresses=recorder.addresses, cgroups=recorder.cgroups,
+                             addresses6=recorder.addresses6),
             lost_events=lost, meta=meta,
         )
     except CycleError as err:

@@ -670,7 +670,8 @@ def test_json_export() -> None:
     out = trace_to_json(run.trace(meta={"scenario": "rr"}))
     json.dumps(out)  # serializable as is
     assert out["format"] == "bopbpf.trace/1" and out["meta"] == {"scenario": "rr"}
-    assert out["nodes"][0] == {"name": "client", "address": "198.18.0.1", "cgroup": 11}
+    assert out["nodes"][0] == {"name": "client", "address": "198.18.0.1", "address6": None,
+                                "cgroup": 11}
     msg = out["messages"][0]
     assert msg["id"] == "client->server:tcp0#0"
     assert msg["payload"] == "GET /\\r\\n\\x00\\\\"

@@ -237,6 +237,9 @@ def test_node_lookup_and_placeholder_values(tmp_path: Path) -> None:
     assert render(scenario.nodes[1].cmd, values) == "sh replica.sh --primary 10.0.0.2"
     assert render(scenario.check.cmd, values) == "sh -c 'test -s /runs/1/out'"
     assert render(scenario.workload.cmd, values) == f"cat {tmp_path.resolve()}/input"
+    six = scenario.placeholder_values({"server": "10.0.0.2", "replica": "10.0.0.3"}, "/runs/1",
+                                      "client", {"server": "fd00::2", "replica": "fd00::3"})
+    assert render("{server.ipv6} {replica}", six) == "fd00::2 10.0.0.3"
     with pytest.raises(ValueError, match="replica"):
         scenario.placeholder_values({"server": "10.0.0.2"}, "/runs/1", "client")
 
@@ -370,6 +373,11 @@ BAD = [
     ("unknown placeholder", {13: 'cmd = "sh replica.sh {sever}"'}, {}, 13,
      ["unknown placeholder '{sever}' ([[node]] 'replica' cmd)", "did you mean '{server}'?",
       "{server}, {replica}, {workdir}, {scenario_dir}, {node}"]),
+    ("unknown IPv6 placeholder", {13: 'cmd = "sh replica.sh {sever.ipv6}"'}, {}, 13,
+     ["unknown placeholder '{sever.ipv6}' ([[node]] 'replica' cmd)",
+      "did you mean '{server.ipv6}'?"]),
+    ("only nodes have IPv6 placeholders", {19: 'cmd = "ping {workdir.ipv6}"'}, {}, 19,
+     ["unknown placeholder '{workdir.ipv6}' ([check] cmd)"]),
     ("placeholder for a later node is fine, a wrong case is not", {8: 'cmd = "sh s.sh {REPLICA}"'},
      {}, 8, ["unknown placeholder '{REPLICA}' ([[node]] 'server' cmd)"]),
     ("client is no placeholder", {16: 'cmd = "cat {client}"'}, {}, 16,

@@ -535,6 +535,30 @@ def test_ipv6_loopback_and_dual_stack_server(program, tmp_path):
     assert read.laddr == t.topology.addresses["dual"]
 
 
+def test_ipv6_between_nodes(program, tmp_path):
+    """Nodes have IPv6 addresses too ({NAME.ipv6}): TCP to a dual-stack
+    server and UDP to an IPv6-only one, between namespaces, resolve to node
+    names like IPv4 does."""
+    nodes = [("dual", f"{TNODE} serve-dual 7000", "{ tcp = 7000 }"),
+             ("udp6", f"{TNODE} serve-udp6 9000", "{ udp = 9000 }")]
+    run = traced(program, tmp_path, "ipv6-nodes", nodes,
+                 f"{TNODE} client {{dual.ipv6}} 7000 {{workdir}} && "
+                 f"{TNODE} client-udp6 {{udp6.ipv6}} 9000 {{workdir}}")
+    t = run.trace
+    assert summary(t) == reqresp(0, b"GET key\n", server="dual") | {
+        "client->udp6:udp0#0": (6, b"ping 6", [("udp6", "recvfrom", 6)]),
+        "udp6->client:udp0#0": (6, b"pong 6", [("client", "recvfrom", 6)]),
+    }
+    six = t.topology.addresses6
+    read = t.event(t.message("client->dual:tcp0#0").recv_seqs[0])
+    assert (read.family, read.laddr, read.raddr) == (6, six["dual"], six["client"])
+    ping = t.event(t.message("client->udp6:udp0#0").send_seq)
+    assert (ping.family, ping.raddr, ping.rport) == (6, six["udp6"], 9000)
+    [conn], [acc] = socks(t, "client", "connect"), socks(t, "dual", "accept")
+    assert Edge(conn.seq, acc.seq, "connect") in t.edges
+    assert read_trace(run.trace_path).topology.addresses6 == six  # the file keeps them
+
+
 # -- scope --------------------------------------------------------------------------
 
 def test_processes_outside_the_run_are_not_traced(program, tmp_path):

@@ -19,12 +19,14 @@ class TraceRecorder:
         self._recording: Recording | None = None
         self.recorded: RecordedRun | None = None
         self.addresses: dict[str, str] = {}
+        self.addresses6: dict[str, str] = {}
         self.cgroups: dict[str, int] = {}
         self.workload_started_ns = 0
 
     def sandbox_ready(self, sandbox: Any) -> None:
         self.cgroups = sandbox.cgroup_ids()
         self.addresses = dict(sandbox.addresses)
+        self.addresses6 = dict(getattr(sandbox, "addresses6", {}))
         self._recording = self.program.record({cid: name for name, cid in self.cgroups.items()},
                                               send_syscalls=self.send_syscalls)
 

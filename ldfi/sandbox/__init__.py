@@ -116,6 +116,12 @@ class Sandbox:
         assert self.network is not None
         return self.network.addresses
 
+    @property
+    def addresses6(self) -> dict[str, str]:
+        """name -> IPv6 address, for nodes and the client."""
+        assert self.network is not None
+        return self.network.addresses6
+
     def netns(self, name: str) -> str:
         assert self.network is not None
         return self.network.endpoints[name].netns

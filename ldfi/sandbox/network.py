@@ -25,6 +25,10 @@ ETC_NETNS = Path("/etc/netns")  # `ip netns exec` bind-mounts these over /etc
 # RFC 2544's benchmarking range: reserved for exactly this kind of test
 # network, never routed, and disjoint from the private ranges hosts use.
 SUPERNET = ipaddress.ip_network("198.18.0.0/15")
+# IPv6: a unique local /48 of our own (RFC 4193; "ldfi" in the global ID), a
+# /64 per run slot. Host numbers are the IPv4 ones.
+SUPERNET6 = ipaddress.ip_network("fd00:6c64:6669::/48")
+IFA_F_NODAD = 0x02  # usable at once: no duplicate address detection on a private bridge
 CLIENT_HOST = 2
 FIRST_NODE_HOST = 10
 BRIDGE_IF = "ldfi-br"
@@ -34,6 +38,10 @@ def subnet_for_slot(slot: int) -> ipaddress.IPv4Network:
     return list(SUPERNET.subnets(new_prefix=24))[slot]
 
 
+def subnet6_for_slot(slot: int) -> ipaddress.IPv6Network:
+    return ipaddress.IPv6Network((int(SUPERNET6.network_address) + (slot << 64), 64))
+
+
 @dataclass
 class Endpoint:
     """One namespace on the run's network: a node's or the client's."""
@@ -41,6 +49,7 @@ class Endpoint:
     name: str  # node name, or "client"
     netns: str  # namespace name under /run/netns
     address: str  # IPv4 address on the run's /24
+    address6: str = ""  # IPv6 address on the run's /64
     ipr: IPRoute | None = field(default=None, repr=False)
 
     @property
@@ -76,20 +85,28 @@ class RunNetwork:
 
     def __init__(self, slot: int, prefix: str, names: Iterable[str]) -> None:
         self.subnet = subnet_for_slot(slot)
+        self.subnet6 = subnet6_for_slot(slot)
         self.prefix = prefix
-        hosts = list(self.subnet.hosts())
         self.bridge_netns = f"{prefix}-bridge"
         self.endpoints: dict[str, Endpoint] = {
-            "client": Endpoint("client", f"{prefix}-client", str(hosts[CLIENT_HOST - 1]))
+            "client": self._endpoint("client", f"{prefix}-client", CLIENT_HOST)
         }
         for i, name in enumerate(names):
-            address = str(hosts[FIRST_NODE_HOST - 1 + i])
-            self.endpoints[name] = Endpoint(name, f"{prefix}-node-{name}", address)
+            self.endpoints[name] = self._endpoint(name, f"{prefix}-node-{name}",
+                                                  FIRST_NODE_HOST + i)
         self._bridge_ipr: IPRoute | None = None
+
+    def _endpoint(self, name: str, netns_name: str, host: int) -> Endpoint:
+        return Endpoint(name, netns_name, str(self.subnet.network_address + host),
+                        str(self.subnet6.network_address + host))
 
     @property
     def addresses(self) -> dict[str, str]:
         return {name: ep.address for name, ep in self.endpoints.items()}
+
+    @property
+    def addresses6(self) -> dict[str, str]:
+        return {name: ep.address6 for name, ep in self.endpoints.items()}
 
     def build(self) -> None:
         """Create everything; on failure, undo what was done and re-raise."""
@@ -127,6 +144,7 @@ class RunNetwork:
         self._bridge_ipr.link("set", index=port_index, master=bridge, state="up")
         eth0 = ep.ipr.link_lookup(ifname="eth0")[0]
         ep.ipr.addr("add", index=eth0, address=ep.address, prefixlen=24)
+        ep.ipr.addr("add", index=eth0, address=ep.address6, prefixlen=64, flags=IFA_F_NODAD)
         ep.ipr.link("set", index=eth0, state="up")
         ep.ipr.link("set", index=ep.ipr.link_lookup(ifname="lo")[0], state="up")
 

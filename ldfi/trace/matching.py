@@ -75,7 +75,8 @@ class Resolver:
     so both ends of a flow still agree on it."""
 
     def __init__(self, topology: Topology) -> None:
-        self._by_addr = {addr: name for name, addr in topology.addresses.items() if addr}
+        self._by_addr = {addr: name for names in (topology.addresses, topology.addresses6)
+                         for name, addr in names.items() if addr}
         self._names = set(topology.nodes)
         self._cache: dict[tuple[str, str], str] = {}
 

@@ -20,10 +20,12 @@ EDGE_KINDS = ("program", "fork", "connect", "message")
 @dataclass(slots=True)
 class Topology:
     """Who is who in a run: node name -> IPv4 address (including "client", the
-    workload's namespace) and, when known, node name -> cgroup id."""
+    workload's namespace), and, when known, node name -> IPv6 address and
+    node name -> cgroup id."""
 
     addresses: dict[str, str] = field(default_factory=dict)
     cgroups: dict[str, int] = field(default_factory=dict)
+    addresses6: dict[str, str] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[str]:

@@ -72,6 +72,8 @@ def trace_to_proto(trace: Trace) -> trace_pb2.Trace:
             node.address = topo.addresses[name]
         if name in topo.cgroups:
             node.cgroup = topo.cgroups[name]
+        if name in topo.addresses6:
+            node.address6 = topo.addresses6[name]
     for e in trace.events:
         _event_pb(e, pb.events.add())
     for m in trace.messages:
@@ -155,7 +157,8 @@ def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
         raise _unknown_version(pb.format_version)
     topo = Topology(
         addresses={n.name: n.address for n in pb.nodes if n.HasField("address")},
-        cgroups={n.name: n.cgroup for n in pb.nodes if n.HasField("cgroup")})
+        cgroups={n.name: n.cgroup for n in pb.nodes if n.HasField("cgroup")},
+        addresses6={n.name: n.address6 for n in pb.nodes if n.HasField("address6")})
     events = [_event(e) for e in pb.events]
     messages = [_message(m) for m in pb.messages]
     edges = [_edge(i, e) for i, e in enumerate(pb.edges)]
@@ -316,7 +319,8 @@ def trace_to_json(trace: Trace) -> dict[str, Any]:
         "complete": trace.complete,
         "lost_events": trace.lost_events,
         "nodes": [{"name": n, "address": topo.addresses.get(n),
-                   "cgroup": topo.cgroups.get(n)} for n in topo.nodes],
+                   "address6": topo.addresses6.get(n), "cgroup": topo.cgroups.get(n)}
+                  for n in topo.nodes],
         "messages": [message_json(m) for m in trace.messages],
         "edges": [{"src": e.src, "dst": e.dst, "kind": e.kind} for e in trace.edges],
         "faults": [dataclasses.asdict(f) for f in trace.faults],

@@ -39,7 +39,7 @@ def listener(port: int, family: int = socket.AF_INET, host: str = "0.0.0.0") -> 
 
 
 def connect(host: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.connect((host, port))  # blocking: one connect() returning 0
     return s
@@ -226,6 +226,16 @@ def serve_udp_cut(port: str) -> None:
         s.sendto(b"cut", addr)
 
 
+def serve_udp6(port: str) -> None:
+    """serve-udp on an IPv6-only socket bound to ::."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::", int(port)))
+    while True:
+        data, addr = s.recvfrom(2048)
+        s.sendto(b"pong" + data[4:], addr)
+
+
 def serve_udp_sink(port: str, count: str) -> None:
     """Receive `count` datagrams, answer none."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -381,6 +391,16 @@ def client_udp_cut(host: str, port: str, workdir: str) -> None:
     ok(workdir)
 
 
+def client_udp6(host: str, port: str, workdir: str) -> None:
+    """One datagram to an IPv6 address, answered (serve-udp6)."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(b"ping 6", (host, int(port)))
+    if s.recvfrom(64)[0] != b"pong 6":
+        die("bad pong 6")
+    ok(workdir)
+
+
 def client_files(host: str, port: str, workdir: str) -> None:
     """Writes to a file and a pipe (and reads the pipe) around one request;
     records which fds were which."""
@@ -467,6 +487,8 @@ MODES = {
     "client-udp-recv": client_udp_recv,
     "client-sendfile": client_sendfile,
     "udp-flood": udp_flood,
+    "serve-udp6": serve_udp6,
+    "client-udp6": client_udp6,
     "serve-udp-cut": serve_udp_cut,
     "client-udp-cut": client_udp_cut,
     "client-files": client_files, "ipv6-self": ipv6_self,
