@@ -227,8 +227,15 @@ static __always_inline int fault_kill_dead(u64 cg)
     return 1;
 }
 
-/* At every traced socket syscall's entry (after the stash is filled). */
-static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sys)
+/* At every traced socket syscall's entry (after the stash is filled), and
+ * with may_fire 0 at the record of a send that no entry program sees
+ * (sendfile, splice, send_other: their bytes have left by then). Such a
+ * send still counts towards the triggers it matches, as it counts as a
+ * message in the trace (ldfi/trace/ids.py), so that the kernel's nth and
+ * the trace's ordinals stay the same; it never fires one (the run's report
+ * says the fault did not fire). */
+static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sys,
+                                        const int may_fire)
 {
     st->fhits = 0;
     st->fsuppress = 0;
@@ -240,7 +247,8 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
         return;
     }
     if (sys != SYS_WRITE && sys != SYS_WRITEV && sys != SYS_SENDTO && sys != SYS_SENDMSG
-        && sys != SYS_SENDMMSG)
+        && sys != SYS_SENDMMSG && sys != SYS_SENDFILE && sys != SYS_SPLICE
+        && sys != SYS_SEND_OTHER)
         return;
     u8 skc[SKC_SPAN];
     if (bpf_probe_read_kernel(skc, sizeof(skc), (void *)sk) != 0)
@@ -282,6 +290,8 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
         if (t->prefix_len && !prefix_eq(pre, t))
             continue;
         st->fhits |= 1 << i;  /* counted at exit if the send succeeds */
+        if (!may_fire)
+            continue;
         struct fault_state *s = fault_states.lookup(&slot);
         if (!s || s->fired_ns || s->matched != t->nth)
             continue;

@@ -665,7 +665,7 @@ static __always_inline int enter(u16 sys, s64 fd, u64 buf, u64 count, u64 uaddr,
         return 0;
     st->ts = bpf_ktime_get_ns();
     if (st->sk)
-        fault_enter(st, st->cg, st->sk, sys);
+        fault_enter(st, st->cg, st->sk, sys, 1);
     else
         st->fhits = st->fsuppress = st->fdrop = 0;
     return 0;
@@ -843,11 +843,15 @@ static __always_inline int do_exit_ev(s64 ret, const u16 sys)
 
 /* The call's record, from the arguments stash_args() just kept. */
 static __always_inline int record_without_entry(struct stash *st, u64 task, s64 ret,
-                                                const u16 sys)
+                                                const u16 sys, const int count_faults)
 {
     st->ts = 0;
-    st->fhits = st->fdrop = 0;
-    st->fsuppress = st->sk ? fault_kill_dead(st->cg) : 0;
+    if (count_faults && st->sk) {
+        fault_enter(st, st->cg, st->sk, sys, 0);  /* counts, never fires */
+    } else {
+        st->fhits = st->fdrop = 0;
+        st->fsuppress = st->sk ? fault_kill_dead(st->cg) : 0;
+    }
     return exit_stash(st, task, ret, sys);
 }
 
@@ -959,7 +963,7 @@ static __always_inline int stash_sock(struct stash *st, u64 sk, u16 sys, u64 cou
  * context (NFS, ...) is not the task's call. 1 if it was recorded. */
 static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 sys,
                                    s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
-                                   u32 msg_flags, const int mode)
+                                   u32 msg_flags, const int mode, const int count_faults)
 {
     int kept = fd >= 0 ? stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
                        : stash_sock(st, sk, sys, count, msg_flags);
@@ -971,7 +975,7 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
         st->mmsg_vec = 0;
         return 0;
     }
-    record_without_entry(st, task, ret, sys);
+    record_without_entry(st, task, ret, sys, count_faults);
     return 1;
 }
 
@@ -999,7 +1003,7 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
     st->mmsg_idx = idx;
     st->mmsg_vlen = vlen;
     if (!sock_io(st, task, sk, ret, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags,
-                 mode))
+                 mode, 0))
         return 0;
     st->mmsg_vec = ret >= 0 ? vec : 0;  /* after exit_stash, which clears it */
     st->mmsg_fd = fd;
@@ -1016,11 +1020,13 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
     s64 ret = (s32)ctx->args[1]
 
 #define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
-    sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
+    sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode, \
+            0)
 
-/* a call recorded from its sock and these, without its buffer (no payload) */
-#define SOCK_IO_AS(sys, fd, count, msg_flags) \
-    sock_io(st, task, sk, ret, sys, fd, 0, count, 0, 0, msg_flags, MODE_NONE)
+/* a call recorded from its sock and these, without its buffer (no payload);
+ * a send among them counts towards the fault triggers it matches */
+#define SOCK_IO_AS(sys, fd, count, msg_flags, is_send) \
+    sock_io(st, task, sk, ret, sys, fd, 0, count, 0, 0, msg_flags, MODE_NONE, is_send)
 
 /* a send whose entry program ran (a run with send triggers) is recorded at its exit */
 #define SEND_IO(call, buf, count, uaddr, addrlen, msg_flags, mode) \
@@ -1044,7 +1050,7 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
         return mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0),
                        REG(regs, 1), (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE);
     /* any other call: fd unknown, count = its number */
-    return SOCK_IO_AS(SYS_RECV_OTHER, -1, nr, (u32)ctx->args[2]);
+    return SOCK_IO_AS(SYS_RECV_OTHER, -1, nr, (u32)ctx->args[2], 0);
 }
 
 /* ------------------------------------------------- UDP receive sources */
@@ -1122,7 +1128,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     } else if (nr == NR_SPLICE) {
         sys = SYS_SPLICE, fd = (s32)REG(regs, 2), count = REG(regs, 4), flags = 0;
     }
-    return SOCK_IO_AS(sys, fd, count, flags);
+    return SOCK_IO_AS(sys, fd, count, flags, 1);
 }
 
 /* --------------------------------------------------- socket life cycle */

@@ -147,6 +147,41 @@ def test_a_dropped_datagram_is_the_one_undelivered_even_if_others_look_the_same(
     assert delivered(traced, "sender") == [f"sender->receiver:udp0#{i}" for i in (0, 1, 3, 4, 5)]
 
 
+def test_sends_no_trigger_can_act_on_still_count_towards_nth(program, tmp_path):
+    """A sendfile is message #0 of its channel in the trace, but its bytes
+    have left before any program sees it: it never fires a trigger, yet it
+    counts, so that nth=2 is the trace's #2 (the second write), not the third."""
+    tnode = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'tnode.py'}"
+    path = tmp_path / "scenario.toml"
+    path.write_text(f"""
+name = "sendfile-nth"
+[run]
+timeout = "30s"
+[[node]]
+name = "server"
+cmd = {json.dumps(f"{tnode} serve 7000")}
+ready = {{ tcp = 7000 }}
+[workload]
+cmd = {json.dumps(f"{tnode} client-sendfile-writes {{server}} 7000 {{workdir}}")}
+[check]
+cmd = "true"
+""")
+    for nth, fires in ((2, True), (0, False)):
+        trigger = SendTrigger("client", nth=nth, peer="server", proto="tcp", channel=0,
+                              opener="client")
+        traced = traced_run(load_scenario(path), tmp_path / f"store{nth}", program,
+                            [PlannedFault("cut", trigger, CutFlow())])
+        assert traced.result.status == "ok", traced.result.error
+        report = only_report(traced)
+        assert report.fired is fires
+        if fires:
+            assert report.message == "client->server:tcp0#2"
+            assert traced.trace.event(traced.trace.message(
+                "client->server:tcp0#2").send_seq).payload == b"more2\n"
+        assert traced.trace.event(traced.trace.message(
+            "client->server:tcp0#0").send_seq).syscall == "sendfile"
+
+
 def test_cut_blocks_tcp_from_message_k_on(program, tmp_path):
     trigger = SendTrigger("sender", nth=3, peer="receiver", proto="tcp", channel=0,
                           opener="sender")

@@ -391,6 +391,23 @@ def client_udp_cut(host: str, port: str, workdir: str) -> None:
     ok(workdir)
 
 
+def client_sendfile_writes(host: str, port: str, workdir: str) -> None:
+    """A request sent with sendfile(), its reply, then two write()s."""
+    s = connect(host, int(port))
+    path = os.path.join(workdir, "request")
+    with open(path, "wb") as f:
+        f.write(b"GET key\n")
+    with open(path, "rb") as f:
+        os.sendfile(s.fileno(), f.fileno(), 0, 8)
+    if s.recv(4096) != b"re:GET key\n":
+        die("bad reply")
+    for line in (b"more1\n", b"more2\n"):
+        s.send(line)
+        time.sleep(0.1)
+    s.close()
+    ok(workdir)
+
+
 def client_udp6(host: str, port: str, workdir: str) -> None:
     """One datagram to an IPv6 address, answered (serve-udp6)."""
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -486,6 +503,7 @@ MODES = {
     "client-udp-sendmsg": client_udp_sendmsg,
     "client-udp-recv": client_udp_recv,
     "client-sendfile": client_sendfile,
+    "client-sendfile-writes": client_sendfile_writes,
     "udp-flood": udp_flood,
     "serve-udp6": serve_udp6,
     "client-udp6": client_udp6,
