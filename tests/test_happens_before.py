@@ -408,6 +408,41 @@ def test_udp_datagram_dropped_by_a_fault_is_not_taken_by_a_receive() -> None:
     assert [m.delivered for m in trace.messages] == [False, True]
 
 
+def test_a_dropped_datagram_to_its_own_node_still_arrives() -> None:
+    """The classifier sits on eth0: a datagram a node sends itself never
+    meets it, so a DropMessage there drops nothing and the receive takes it."""
+    run = Run()
+    send = run.udp_send("server", 20, 5000, "server", 7000, b"self")
+    run.add("server", 20, FAULT, sk=run.events[send].sk, ts_enter=run.events[send].ts_enter,
+            fault_slot=0, fault_action=H_FAULTS["FA_DROP_MSG"])
+    got = run.udp_recv("server", 21, 7000, "server", 5000, b"self")
+    assert kinds(run.trace(), "message") == {(send, got)}
+
+
+def test_a_recv_other_is_never_taken_for_a_cut_datagram() -> None:
+    """recv_other records no payload and its count is a call number: it must
+    not take a longer datagram it cannot be compared with."""
+    run = Run()
+    run.udp_send("client", 10, 5000, "server", 7000, b"longer one")
+    run.add("server", 20, syscall="recv_other", proto="udp", family=4, fd=-1, sk=0xD0,
+            laddr="0.0.0.0", lport=7000, raddr=ADDR["client"], rport=5000, ret=3, count=3,
+            payload=b"")
+    assert kinds(run.trace(), "message") == set()
+
+
+def test_sends_nobody_saw_the_content_of_are_not_retransmissions() -> None:
+    """Two sendfiles of one size share the empty payload: keyed by their ids,
+    not by it, or the lineage would take one for a copy of the other."""
+    run = Run()
+    conn = run.tcp("client", "server", 40000, ctid=10, stid=20)
+    conn.connect(), conn.accept()
+    for _ in range(2):
+        seq = conn.send("c", b"12345678")
+        run.events[seq].syscall, run.events[seq].payload = "sendfile", b""
+    a, b = run.trace().messages
+    assert a.payload_hash != b.payload_hash
+
+
 def test_udp_send_recorded_at_exit_after_its_receive() -> None:
     """A send recorded at exit alone (no fault trigger armed) may be emitted
     after the receive of its datagram returned (loopback delivers inside

@@ -11,7 +11,7 @@ import pytest
 from conftest import ldfi
 
 from bopbpf import trace_pb2
-from ldfi.trace import Topology, Trace, build_trace
+from ldfi.trace import Topology, Trace, build_trace, concurrent, happens_before
 from ldfi.trace.wire import (
     FORMAT_VERSION,
     JSON_FORMAT,
@@ -23,7 +23,7 @@ from ldfi.trace.wire import (
     trace_to_proto,
     write_trace,
 )
-from tracer.events import SOCK, Event
+from tracer.events import SOCK, TCP_STATE, Event
 from tracer.faults import FaultReport
 
 ADDR = {"client": "198.18.0.1", "server": "198.18.0.2"}
@@ -86,6 +86,24 @@ def test_a_version_1_file_is_still_read() -> None:
     pb = trace_to_proto(trace)
     pb.format_version = 1
     assert trace_from_bytes(pb.SerializeToString()) == trace
+
+
+def test_a_version_1_file_keeps_its_tcp_state_clocks() -> None:
+    """Version 1 keyed a tcp_state event's clock component node/pid/tid (all
+    0): read with today's key, the event would have happened before all."""
+    trace = udp_ping_trace()
+    last = trace.events[-1]
+    state = Event(seq=last.seq + 1, kind=TCP_STATE, ts=last.ts + 1000, ts_enter=last.ts + 1000,
+                  pid=0, tid=0, comm="", node="server", sk=0xB0, old_state=1, new_state=8)
+    trace = build_trace([*trace.events, state], trace.topology)
+    pb = trace_to_proto(trace)
+    pb.format_version = 1
+    for clock in pb.clocks:
+        if f"server/tcp_state/{state.seq}" in clock.clock:
+            clock.clock["server/0/0"] = clock.clock.pop(f"server/tcp_state/{state.seq}")
+    old = trace_from_bytes(pb.SerializeToString())
+    assert not happens_before(old, state.seq, 0)
+    assert concurrent(old, state.seq, 0)
 
 
 def test_a_version_1_file_cut_before_its_complete_flag_is_refused() -> None:

@@ -15,6 +15,9 @@ from collections import defaultdict
 from .matching import ChannelRef, SendMatch
 from .model import Message, MessageId
 
+# sends whose bytes are not in the caller's memory: never any payload captured
+_BLIND_SENDS = frozenset({"sendfile", "splice", "send_other"})
+
 
 def payload_hash(payload: bytes, size: int) -> str:
     """Content key of a send: equal hashes on one channel mean the same bytes were
@@ -56,5 +59,15 @@ def assign_ids(sends: list[SendMatch]) -> list[Message]:
         counters[key] += 1
         start, end = s.byte_range if s.byte_range and e.proto == "tcp" else (None, None)
         out.append(Message(mid, e.proto, e.seq, tuple(s.recvs), e.ret, e.payload,
-                           payload_hash(e.payload, e.ret), bool(s.recvs), start, end))
+                           _content_key(e.syscall, e.payload, e.ret, mid), bool(s.recvs),
+                           start, end))
     return out
+
+
+def _content_key(syscall: str, payload: bytes, size: int, mid: MessageId) -> str:
+    """payload_hash, except for a send whose content nobody saw: two such
+    sends of one size are not a retransmission of each other, so it is keyed
+    by its own (stable) id."""
+    if syscall in _BLIND_SENDS:
+        return payload_hash(str(mid).encode(), size)
+    return payload_hash(payload, size)

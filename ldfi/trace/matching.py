@@ -38,8 +38,8 @@ EISCONN = 106
 _CONNECTING = frozenset({0, -EINPROGRESS, -EALREADY, -EISCONN})
 _MMSG = frozenset({"sendmmsg", "recvmmsg"})
 _FA_DROP_MSG = H_FAULTS["FA_DROP_MSG"]
-# receives whose record holds no buffer size (count: iovecs, messages, a call number)
-_UNSIZED_RECVS = frozenset({"readv", "recvmsg", "recvmmsg", "recv_other"})
+# receives whose record holds no buffer size (count: iovecs or messages)
+_UNSIZED_RECVS = frozenset({"readv", "recvmsg", "recvmmsg"})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -413,7 +413,9 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
             ref = ChannelRef("udp", own, dst, first_send[sock])
             m = SendMatch(e, own, dst, ref)
             out.append(m)
-            if (e.sk, e.ts_enter) not in dropped:  # known lost: no receive may take it
+            # known lost: no receive may take it. (Not to its own node: such a
+            # datagram never crosses the classifier on eth0, so it arrived.)
+            if dst == own or (e.sk, e.ts_enter) not in dropped:
                 flows[(own, e.lport, dst, e.rport)].append(m)
         elif e.rport == 0:
             blind[(own, e.lport)].append(e)
@@ -470,7 +472,11 @@ def _by_prefix(sends: list[SendMatch], r: Event, began: dict[int, int]) -> bool:
 
 def _may_be_cut(r: Event) -> bool:
     """Could `r` be a datagram cut to the receiver's buffer? When it filled
-    the buffer, or when its record does not say how big the buffer was."""
+    the buffer, or when its record does not say how big the buffer was. Not
+    a recv_other: its count is a call number, and its empty payload would
+    agree with any longer datagram."""
+    if r.syscall == "recv_other":
+        return False
     return r.ret == r.count or r.syscall in _UNSIZED_RECVS
 
 

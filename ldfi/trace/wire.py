@@ -164,7 +164,10 @@ def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
     edges = [_edge(i, e) for i, e in enumerate(pb.edges)]
     clocks = {c.event: dict(c.clock) for c in pb.clocks}
     _check_references(events, messages, edges, clocks)
-    threads = {e.seq: thread_key(e) for e in events}
+    if pb.format_version == LEGACY_VERSION:  # before tcp_state events had keys of their own
+        threads = {e.seq: f"{e.node}/{e.pid}/{e.tid}" for e in events}
+    else:
+        threads = {e.seq: thread_key(e) for e in events}
     faults = [FaultReport(**{f.name: _plain(getattr(r, f.name)) for f in _FAULT_FIELDS})
               for r in pb.faults]
     return Trace(dict(pb.meta), topo, events, messages, edges,
