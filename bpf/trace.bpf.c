@@ -321,6 +321,16 @@ static __always_inline int traced(u64 *cg)
 /* fd -> struct sock *, or 0 if fd is not an AF_INET/AF_INET6 TCP/UDP socket.
  * task->files->fdt->fd[fd] (struct file *) ->f_inode->i_mode must be
  * S_IFSOCK; then file->private_data is the struct socket, ->sk the sock. */
+/* Is `sk` (a typed pointer) an IPv4/IPv6 TCP or UDP sock: one we trace? */
+static __always_inline int tcp_or_udp(u64 sk)
+{
+    u16 fam = LD(u16, sk, OFF_SK_FAMILY);
+    if (fam != L_AF_INET && fam != L_AF_INET6)
+        return 0;
+    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
+    return proto == L_IPPROTO_TCP || proto == L_IPPROTO_UDP;
+}
+
 static __always_inline u64 fd_to_sk(u64 task, u64 fd)
 {
     u64 files = LD(u64, task, OFF_TASK_FILES);
@@ -346,15 +356,7 @@ static __always_inline u64 fd_to_sk(u64 task, u64 fd)
     if (!sock)
         return 0;
     u64 sk = LD(u64, sock, OFF_SOCKET_SK);
-    if (!sk)
-        return 0;
-    u16 fam = LD(u16, sk, OFF_SK_FAMILY);
-    if (fam != L_AF_INET && fam != L_AF_INET6)
-        return 0;
-    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
-    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
-        return 0;
-    return sk;
+    return sk && tcp_or_udp(sk) ? sk : 0;
 }
 
 static __always_inline u32 sk_netns(u64 sk)
@@ -930,11 +932,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS
 static __always_inline int user_sock(u64 sk_addr)
 {
     u64 sk = CAST(sk_addr, SOCK);
-    u16 fam = LD(u16, sk, OFF_SK_FAMILY);
-    if (fam != L_AF_INET && fam != L_AF_INET6)
-        return 0;
-    u16 proto = LD(u16, sk, OFF_SK_PROTOCOL);
-    if (proto != L_IPPROTO_TCP && proto != L_IPPROTO_UDP)
+    if (!tcp_or_udp(sk))
         return 0;
     u64 sock = CAST(LD(u64, sk, OFF_SOCK_SOCKET), SOCKET);
     return sock && LD(u64, sock, OFF_SOCKET_FILE) != 0;

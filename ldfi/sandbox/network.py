@@ -29,6 +29,7 @@ SUPERNET = ipaddress.ip_network("198.18.0.0/15")
 # /64 per run slot. Host numbers are the IPv4 ones.
 SUPERNET6 = ipaddress.ip_network("fd00:6c64:6669::/48")
 IFA_F_NODAD = 0x02  # usable at once: no duplicate address detection on a private bridge
+HAS_IPV6 = Path("/proc/sys/net/ipv6").is_dir()  # absent when booted with ipv6.disable=1
 CLIENT_HOST = 2
 FIRST_NODE_HOST = 10
 BRIDGE_IF = "ldfi-br"
@@ -97,8 +98,8 @@ class RunNetwork:
         self._bridge_ipr: IPRoute | None = None
 
     def _endpoint(self, name: str, netns_name: str, host: int) -> Endpoint:
-        return Endpoint(name, netns_name, str(self.subnet.network_address + host),
-                        str(self.subnet6.network_address + host))
+        six = str(self.subnet6.network_address + host) if HAS_IPV6 else ""
+        return Endpoint(name, netns_name, str(self.subnet.network_address + host), six)
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -106,7 +107,8 @@ class RunNetwork:
 
     @property
     def addresses6(self) -> dict[str, str]:
-        return {name: ep.address6 for name, ep in self.endpoints.items()}
+        """Empty on a host without IPv6."""
+        return {name: ep.address6 for name, ep in self.endpoints.items() if ep.address6}
 
     def build(self) -> None:
         """Create everything; on failure, undo what was done and re-raise."""
@@ -144,7 +146,9 @@ class RunNetwork:
         self._bridge_ipr.link("set", index=port_index, master=bridge, state="up")
         eth0 = ep.ipr.link_lookup(ifname="eth0")[0]
         ep.ipr.addr("add", index=eth0, address=ep.address, prefixlen=24)
-        ep.ipr.addr("add", index=eth0, address=ep.address6, prefixlen=64, flags=IFA_F_NODAD)
+        if HAS_IPV6:
+            ep.ipr.addr("add", index=eth0, address=ep.address6, prefixlen=64,
+                        flags=IFA_F_NODAD)
         ep.ipr.link("set", index=eth0, state="up")
         ep.ipr.link("set", index=ep.ipr.link_lookup(ifname="lo")[0], state="up")
 
