@@ -253,16 +253,21 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
     u8 skc[SKC_SPAN];
     if (bpf_probe_read_kernel(skc, sizeof(skc), (void *)sk) != 0)
         return;
-    if (*(u16 *)(skc + OFF_SK_FAMILY) != L_AF_INET)
-        return;  /* faults are IPv4-only: the sandbox's network is */
     u16 proto = 0;
     bpf_probe_read_kernel(&proto, 2, (void *)(sk + OFF_SK_PROTOCOL));
     struct flow_key fk = {.proto = proto};
-    __builtin_memcpy(&fk.saddr, skc + OFF_SK_RCV_SADDR, 4);
-    __builtin_memcpy(&fk.daddr, skc + OFF_SK_DADDR, 4);
-    fk.sport = *(u16 *)(skc + OFF_SK_NUM);
-    fk.dport = __builtin_bswap16(*(u16 *)(skc + OFF_SK_DPORT));
-    if (st->sa_len && *(u16 *)st->sa == L_AF_INET) {
+    /* Faults act on IPv4 only (the classifier parses IPv4). Any other send
+     * has no addresses for a peer or channel filter to match, but still
+     * counts towards the node-wide triggers it matches, as the trace counts
+     * it, and never fires one. */
+    int ipv4 = *(u16 *)(skc + OFF_SK_FAMILY) == L_AF_INET;
+    if (ipv4) {
+        __builtin_memcpy(&fk.saddr, skc + OFF_SK_RCV_SADDR, 4);
+        __builtin_memcpy(&fk.daddr, skc + OFF_SK_DADDR, 4);
+        fk.sport = *(u16 *)(skc + OFF_SK_NUM);
+        fk.dport = __builtin_bswap16(*(u16 *)(skc + OFF_SK_DPORT));
+    }
+    if (ipv4 && st->sa_len && *(u16 *)st->sa == L_AF_INET) {
         /* an unconnected UDP send: the destination is the argument */
         __builtin_memcpy(&fk.daddr, st->sa + 4, 4);
         fk.dport = __builtin_bswap16(*(u16 *)(st->sa + 2));
@@ -273,7 +278,7 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
     /* every fact a trigger may test, computed once and up front: lazily
      * computed facts multiply the states the verifier has to walk */
     struct chan_val ch = {};
-    int have_chan = send_channel(sk, cg, &fk, &ch);
+    int have_chan = ipv4 && send_channel(sk, cg, &fk, &ch);
     u8 pre[PREFIX_MAX] = {};
     send_prefix(pre, st, sys);
 #pragma clang loop unroll(disable)
@@ -290,7 +295,7 @@ static __always_inline void fault_enter(struct stash *st, u64 cg, u64 sk, u16 sy
         if (t->prefix_len && !prefix_eq(pre, t))
             continue;
         st->fhits |= 1 << i;  /* counted at exit if the send succeeds */
-        if (!may_fire)
+        if (!may_fire || !ipv4)
             continue;
         struct fault_state *s = fault_states.lookup(&slot);
         if (!s || s->fired_ns || s->matched != t->nth)

@@ -522,6 +522,17 @@ def test_udp_receive_without_its_source_is_matched_among_senders_to_its_port() -
     assert [m.delivered for m in trace.messages if m.send_seq == other] == [False]
 
 
+def test_ipv6_channels_are_numbered_apart_from_ipv4_ones() -> None:
+    """Fault triggers number IPv4 channels only: an IPv6 connection opened
+    first must not take the IPv4 one's number."""
+    from ldfi.trace.ids import channel_names
+    from ldfi.trace.matching import ChannelRef
+
+    v6, v4, v6b = (ChannelRef("tcp", "client", "server", order, ipv6)
+                   for order, ipv6 in ((1, True), (2, False), (3, True)))
+    assert channel_names([v6, v4, v6b]) == {v6: "tcp6.0", v4: "tcp0", v6b: "tcp6.1"}
+
+
 # ------------------------------------------------------ threads, clocks ----
 
 def test_multi_threaded_server_program_order_and_fork_edges() -> None:

@@ -748,3 +748,17 @@ def test_a_set_holding_a_silencer_comes_last_in_its_scope_and_damage_counts_a_ch
     assert hyp.damage({cut[1], cut[2]}) == hyp.damage({cut[1]}) == 4
     pairs = [cut[0] in h for h in every(hyp) if len(h) == 2]
     assert len(pairs) == 10 and pairs == sorted(pairs)
+
+
+def test_messages_on_ipv6_channels_are_never_fault_anchors() -> None:
+    """The kernel's triggers number IPv4 channels only: a fault named after
+    a tcp6.<k>/udp6.<k> message could not fire where the trace says."""
+    from ldfi.faults import registry
+    from ldfi.faults.model import LineageView
+
+    view = LineageView("r", NODES, faultable=frozenset({"a", "b"}))
+    for text, kind in (("a->b:tcp6.0#0", "cut"), ("a->b:udp6.0#0", "omission"),
+                       ("a->b:tcp0#0", "cut"), ("a->b:udp0#0", "omission")):
+        message = msg(text)
+        killers = list(registry.get(kind).killers(message, view))
+        assert bool(killers) == ("6." not in text), (text, killers)

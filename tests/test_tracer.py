@@ -521,11 +521,11 @@ def test_ipv6_loopback_and_dual_stack_server(program, tmp_path):
     t = run.trace
     assert summary(t) == {
         # one connection inside one node: both directions are client -> client
-        "client->client:tcp0#0": (9, b"hello v6\n", [("client", "recvfrom", 9)]),
-        "client->client:tcp0#1": (12, b"re:hello v6\n", [("client", "recvfrom", 12)]),
+        "client->client:tcp6.0#0": (9, b"hello v6\n", [("client", "recvfrom", 9)]),
+        "client->client:tcp6.0#1": (12, b"re:hello v6\n", [("client", "recvfrom", 12)]),
     } | reqresp(0, b"GET key\n", server="dual")
     for i in range(2):
-        send = t.event(t.message(f"client->client:tcp0#{i}").send_seq)
+        send = t.event(t.message(f"client->client:tcp6.0#{i}").send_seq)
         assert (send.family, send.laddr, send.raddr) == (6, "::1", "::1")
     [conn] = [e for e in socks(t, "client", "connect") if e.family == 6]
     [acc] = [e for e in socks(t, "client", "accept") if e.family == 6]
@@ -545,14 +545,17 @@ def test_ipv6_between_nodes(program, tmp_path):
                  f"{TNODE} client {{dual.ipv6}} 7000 {{workdir}} && "
                  f"{TNODE} client-udp6 {{udp6.ipv6}} 9000 {{workdir}}")
     t = run.trace
-    assert summary(t) == reqresp(0, b"GET key\n", server="dual") | {
-        "client->udp6:udp0#0": (6, b"ping 6", [("udp6", "recvfrom", 6)]),
-        "udp6->client:udp0#0": (6, b"pong 6", [("client", "recvfrom", 6)]),
+    # IPv6 channels are numbered apart from IPv4 ones (faults number IPv4 only)
+    assert summary(t) == {
+        "client->dual:tcp6.0#0": (8, b"GET key\n", [("dual", "recvfrom", 8)]),
+        "dual->client:tcp6.0#0": (11, b"re:GET key\n", [("client", "recvfrom", 11)]),
+        "client->udp6:udp6.0#0": (6, b"ping 6", [("udp6", "recvfrom", 6)]),
+        "udp6->client:udp6.0#0": (6, b"pong 6", [("client", "recvfrom", 6)]),
     }
     six = t.topology.addresses6
-    read = t.event(t.message("client->dual:tcp0#0").recv_seqs[0])
+    read = t.event(t.message("client->dual:tcp6.0#0").recv_seqs[0])
     assert (read.family, read.laddr, read.raddr) == (6, six["dual"], six["client"])
-    ping = t.event(t.message("client->udp6:udp0#0").send_seq)
+    ping = t.event(t.message("client->udp6:udp6.0#0").send_seq)
     assert (ping.family, ping.raddr, ping.rport) == (6, six["udp6"], 9000)
     [conn], [acc] = socks(t, "client", "connect"), socks(t, "dual", "accept")
     assert Edge(conn.seq, acc.seq, "connect") in t.edges

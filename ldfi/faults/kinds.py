@@ -54,7 +54,10 @@ from .spec import (
 
 
 def _both_faultable(message: MessageFacts, view: LineageView) -> bool:
-    return message.src in view.faultable and message.dst in view.faultable
+    """Both ends may be faulted, and a trigger can name the message: not on an
+    IPv6 channel (tcp6.<k>), which the kernel's triggers do not number."""
+    return (message.src in view.faultable and message.dst in view.faultable
+            and not message.id.channel[3:].startswith("6."))
 
 
 def _heal(text: str) -> float:

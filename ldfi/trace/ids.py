@@ -33,14 +33,18 @@ def channel_names(refs: list[ChannelRef]) -> dict[ChannelRef, str]:
     Both directions of a TCP connection share its name, so when two nodes both
     open connections to each other, the k-th connection opened by each would
     collide; those opened by the node whose name sorts later are written
-    "tcp<k>@<opener>" (stable, and it says who connected)."""
-    groups: dict[tuple[str, str, str], list[ChannelRef]] = defaultdict(list)
+    "tcp<k>@<opener>" (stable, and it says who connected).
+
+    IPv6 channels are numbered apart, "tcp6.<k>" / "udp6.<k>": the kernel's
+    fault triggers number IPv4 channels only (bpf/faults.bpf.c), and an IPv4
+    channel's number must be the one a trigger counts."""
+    groups: dict[tuple[str, str, str, bool], list[ChannelRef]] = defaultdict(list)
     for ref in set(refs):
-        groups[(ref.proto, ref.opener, ref.peer)].append(ref)
+        groups[(ref.proto, ref.opener, ref.peer, ref.ipv6)].append(ref)
     names: dict[ChannelRef, str] = {}
-    for (proto, opener, peer), group in groups.items():
+    for (proto, opener, peer, ipv6), group in groups.items():
         for k, ref in enumerate(sorted(group, key=lambda r: r.order)):
-            name = f"{proto}{k}"
+            name = f"{proto}6.{k}" if ipv6 else f"{proto}{k}"
             if proto == "tcp" and opener > peer:
                 name += f"@{opener}"
             names[ref] = name

@@ -51,6 +51,7 @@ class ChannelRef:
     opener: str  # TCP: the connecting node; UDP: the sending node
     peer: str  # TCP: the accepting node; UDP: the destination node
     order: int
+    ipv6: bool = False  # IPv6 on the wire (not IPv4-mapped): numbered apart
 
 
 @dataclass(slots=True)
@@ -382,7 +383,7 @@ def _match_tcp(events: list[Event], resolver: Resolver
         if not (accepted or a.has_data or (b and b.has_data)):
             continue  # refused or never completed: not a connection, no channel
         opener, acceptor, order = _roles(a, b, resolver)
-        ref = ChannelRef("tcp", opener, acceptor, order)
+        ref = ChannelRef("tcp", opener, acceptor, order, ":" in a.tuple4[2])
         peer = b.node if b else resolver.node(a.tuple4[2], a.node)
         sends += _direction(a, b, peer, ref)
         if b is not None:
@@ -410,7 +411,7 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
             # a channel is one sending socket towards one node: sk, or port if sk unknown
             sock = (own, dst, e.sk, e.lport)
             first_send.setdefault(sock, e.seq)
-            ref = ChannelRef("udp", own, dst, first_send[sock])
+            ref = ChannelRef("udp", own, dst, first_send[sock], ":" in e.raddr)
             m = SendMatch(e, own, dst, ref)
             out.append(m)
             # known lost: no receive may take it. (Not to its own node: such a
