@@ -318,8 +318,9 @@ static __always_inline int fault_exit(struct stash *st, s64 ret)
                 continue;
             u32 slot = i;
             struct fault_state *s = fault_states.lookup(&slot);
+            /* a sendmmsg is as many messages as it sent, in the trace too */
             if (s)
-                __sync_fetch_and_add(&s->matched, 1);
+                __sync_fetch_and_add(&s->matched, st->sys == SYS_SENDMMSG ? ret : 1);
         }
     }
     return st->fsuppress;

@@ -596,6 +596,8 @@ static __always_inline u32 send_payload(struct ev_sock *e, struct stash *st, u16
 #define MODE_BUF     1  /* payload = buf[0..count) (write, sendto) */
 #define MODE_IOV     2  /* payload = first iovec of buf (writev) */
 #define MODE_MSG     3  /* buf is a user_msghdr: first iovec + msg_name (sendmsg) */
+#define MODE_MMSG    4  /* buf is an mmsghdr array: the first's msg_name, for fault
+                           triggers (sendmmsg at entry); count stays vlen */
 
 /* The thread's stash if the thread is traced (in scope), else NULL. */
 static __always_inline struct stash *scoped_stash(u64 task)
@@ -647,10 +649,11 @@ static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 f
     if (mode == MODE_BUF) {
         if (uaddr)  /* sendto's destination: user memory, read at entry */
             st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
-    } else if (mode == MODE_MSG) {
+    } else if (mode == MODE_MSG || mode == MODE_MMSG) {
         u64 mh[4] = {};  /* msg_name, msg_namelen, msg_iov, msg_iovlen */
         if (bpf_probe_read_user(mh, 32, (void *)buf) == 0) {
-            st->count = mh[3];
+            if (mode == MODE_MSG)
+                st->count = mh[3];
             if (mh[0])
                 st->sa_len = read_user_sa(st->sa, mh[0], (u32)mh[1]);
         }
@@ -884,7 +887,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return do_exit_ev(args->ret, SYS_SENDMSG); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
-    return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags, MODE_NONE);
+    return enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, 0, 0, args->flags,
+                 MODE_MMSG);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return do_exit_ev(args->ret, SYS_SENDMMSG); }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes as ct
 import json
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -180,6 +181,39 @@ cmd = "true"
                 "client->server:tcp0#2").send_seq).payload == b"more2\n"
         assert traced.trace.event(traced.trace.message(
             "client->server:tcp0#0").send_seq).syscall == "sendfile"
+
+
+def test_a_sendmmsg_counts_each_of_its_messages_towards_nth(program, tmp_path):
+    """A sendmmsg of three datagrams is messages #0-#2 in the trace, so the
+    sendto after it is #3: a trigger at nth=3 must drop that one (the
+    kernel counted the call as one send and never got there)."""
+    cnode = tmp_path / "cnode"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(cnode),
+                    str(Path(__file__).resolve().parent / "programs" / "cnode.c")], check=True)
+    tnode = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'tnode.py'}"
+    path = tmp_path / "scenario.toml"
+    path.write_text(f"""
+name = "mmsg-nth"
+[run]
+timeout = "30s"
+[[node]]
+name = "server"
+cmd = {json.dumps(f"{tnode} serve-udp-sink 9000 4")}
+ready = {{ udp = 9000 }}
+[workload]
+cmd = {json.dumps(f"{cnode} mmsg {{server}} 9000 {{workdir}} 3")}
+[check]
+cmd = "true"
+""")
+    trigger = SendTrigger("client", nth=3, peer="server", proto="udp", channel=0)
+    traced = traced_run(load_scenario(path), tmp_path / "store", program,
+                        [PlannedFault("omission", trigger, DropMessage())])
+    assert traced.result.status == "ok", traced.result.error
+    report = only_report(traced)
+    assert report.fired and report.message == "client->server:udp0#3"
+    t = traced.trace
+    assert t.event(t.message("client->server:udp0#3").send_seq).payload == b"after"
+    assert [m.delivered for m in t.messages] == [True, True, True, False]
 
 
 def test_cut_blocks_tcp_from_message_k_on(program, tmp_path):

@@ -750,15 +750,30 @@ def test_a_set_holding_a_silencer_comes_last_in_its_scope_and_damage_counts_a_ch
     assert len(pairs) == 10 and pairs == sorted(pairs)
 
 
-def test_messages_on_ipv6_channels_are_never_fault_anchors() -> None:
-    """The kernel's triggers number IPv4 channels only: a fault named after
-    a tcp6.<k>/udp6.<k> message could not fire where the trace says."""
+def test_sends_no_trigger_can_fire_at_are_never_fault_anchors() -> None:
+    """The kernel counts a sendfile, an IPv6 send or a later message of a
+    sendmmsg, but cannot fire there: a fault anchored at one would never
+    fire and leave the run flawed, so the solver must not propose it."""
+    import dataclasses
+
     from ldfi.faults import registry
     from ldfi.faults.model import LineageView
+    from ldfi.lineage.build import armable
+    from tracer.events import SOCK, Event
 
     view = LineageView("r", NODES, faultable=frozenset({"a", "b"}))
-    for text, kind in (("a->b:tcp6.0#0", "cut"), ("a->b:udp6.0#0", "omission"),
-                       ("a->b:tcp0#0", "cut"), ("a->b:udp0#0", "omission")):
-        message = msg(text)
-        killers = list(registry.get(kind).killers(message, view))
-        assert bool(killers) == ("6." not in text), (text, killers)
+    for text, kind in (("a->b:tcp0#0", "cut"), ("a->b:udp0#0", "omission"),
+                       ("a->b:tcp0#0", "crash")):
+        message = msg(text, recv_before=1)
+        assert list(registry.get(kind).killers(message, view)), (text, kind)
+        blind = dataclasses.replace(message, armable=False, recv_prior_armable=False)
+        assert list(registry.get(kind).killers(blind, view)) == [], (text, kind)
+
+    def send(**kw: object) -> Event:
+        return Event(**{"seq": 0, "kind": SOCK, "ts": 1, "pid": 1, "tid": 1, "comm": "x", "node": "a",
+                        "syscall": "write", "family": 4, **kw})  # type: ignore[arg-type]
+
+    assert armable(send())
+    assert not armable(send(family=6))  # an IPv6 socket, dual-stack ones included
+    assert not armable(send(syscall="sendfile")) and not armable(send(syscall="send_other"))
+    assert armable(send(syscall="sendmsg")) and not armable(send(syscall="sendmsg", msg_idx=1))

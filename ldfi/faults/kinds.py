@@ -54,10 +54,9 @@ from .spec import (
 
 
 def _both_faultable(message: MessageFacts, view: LineageView) -> bool:
-    """Both ends may be faulted, and a trigger can name the message: not on an
-    IPv6 channel (tcp6.<k>), which the kernel's triggers do not number."""
-    return (message.src in view.faultable and message.dst in view.faultable
-            and not message.id.channel[3:].startswith("6."))
+    """Both ends may be faulted, and a trigger can fire at the message's send
+    (MessageFacts.armable: never on an IPv6 channel, tcp6.<k>)."""
+    return message.armable and message.src in view.faultable and message.dst in view.faultable
 
 
 def _heal(text: str) -> float:
@@ -281,12 +280,12 @@ def _down_killers(kind: str, message: MessageFacts, view: LineageView,
     kills the node's sends k, k+1, ... and a message it received after
     completing j sends if k < j (the crash came first)."""
     src, dst = message.src, message.dst
-    if src in view.faultable:
+    if src in view.faultable and message.armable:
         k = message.send_index
         yield Killer(Fault(kind, SendAnchor(src, k), node=src, duration=duration),
                      ("down", src), k, logical=True)
     j = message.recv_sends_before
-    if dst in view.faultable and j >= 1:
+    if dst in view.faultable and j >= 1 and message.recv_prior_armable:
         # the latest crash point that still precedes the receive
         yield Killer(Fault(kind, SendAnchor(dst, j - 1), node=dst, duration=duration),
                      ("down", dst), j - 1, logical=True)

@@ -46,6 +46,13 @@ class MessageFacts:
     send_ts: int  # the send's entry: where a fault anchored at this message fires
     recv_ts: int  # exit of the last receive of it that the outcome depends on
     recv_sends_before: int  # sends the receiver had completed before that receive
+    # Can a trigger fire at this send (armable), and at the receiver's send
+    # recv_sends_before - 1? Not at a send whose bytes leave before any
+    # program sees it (sendfile, splice, send_other), a later message of one
+    # sendmmsg call, or a send on an IPv6 socket: the kernel counts those
+    # (ordinals stay right) but never fires there (bpf/faults.bpf.c).
+    armable: bool = True
+    recv_prior_armable: bool = True
 
     @property
     def src(self) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ldfi.faults.model import LineageView, MessageFacts
 from ldfi.trace.model import Message, Trace
+from tracer.events import Event
 
 from .outcome import Outcome
 
@@ -127,19 +128,32 @@ def message_facts(trace: Trace, past: set[int]) -> list[MessageFacts]:
     for m in by_send:
         needed = [s for s in m.recv_seqs if s in past]
         if needed:
-            out.append(_facts(m, index[m.send_seq], event(m.send_seq).ts_enter,
+            out.append(_facts(m, index[m.send_seq], event,
                               max((event(s).ts, s) for s in needed), sends_of.get(m.dst, [])))
     return out
 
 
-def _facts(m: Message, send_index: int, send_ts: int, last_recv: tuple[int, int],
-           receiver_sends: list[int]) -> MessageFacts:
+def _facts(m: Message, send_index: int, event: Callable[[int], Event],
+           last_recv: tuple[int, int], receiver_sends: list[int]) -> MessageFacts:
     recv_ts, recv_seq = last_recv
     # sends the receiver completed before this receive returned: a crash before
     # any of them comes before the receive
     before = bisect_left(receiver_sends, recv_seq)
+    prior = before >= 1 and armable(event(receiver_sends[before - 1]))
+    send = event(m.send_seq)
     return MessageFacts(m.id, m.proto, m.size, m.payload, m.payload_hash, send_index,
-                        send_ts, recv_ts, before)
+                        send.ts_enter, recv_ts, before, armable(send), prior)
+
+
+# sends recorded once their bytes have left: no trigger fires there
+_UNSEEN_SENDS = frozenset({"sendfile", "splice", "send_other"})
+
+
+def armable(send: Event) -> bool:
+    """Can a fault trigger fire at this send? (bpf/faults.bpf.c fires at the
+    entry of a write/writev/sendto/sendmsg/sendmmsg on an IPv4 socket, once
+    per sendmmsg call.)"""
+    return send.family != 6 and send.syscall not in _UNSEEN_SENDS and send.msg_idx == 0
 
 
 def retransmission_groups(facts: list[MessageFacts]) -> tuple[tuple[MessageFacts, ...], ...]:

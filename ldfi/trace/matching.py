@@ -51,7 +51,7 @@ class ChannelRef:
     opener: str  # TCP: the connecting node; UDP: the sending node
     peer: str  # TCP: the accepting node; UDP: the destination node
     order: int
-    ipv6: bool = False  # IPv6 on the wire (not IPv4-mapped): numbered apart
+    ipv6: bool = False  # opened on an IPv6 socket (dual-stack ones too): numbered apart
 
 
 @dataclass(slots=True)
@@ -363,6 +363,17 @@ def _roles(a: _Epoch, b: _Epoch | None, resolver: Resolver) -> tuple[str, str, i
     return (a.node, peer, order) if a.first_seq <= b.first_seq else (peer, a.node, order)
 
 
+def _opened_on_ipv6(a: _Epoch, b: _Epoch | None, opener: str) -> bool:
+    """Was the connection opened from an IPv6 socket? Fault triggers number
+    the channels of IPv4 sockets only (bpf/faults.bpf.c): a dual-stack socket
+    talking IPv4 is one of the others."""
+    side = a if a.node == opener and (a.connect or not (b and b.connect)) else b
+    if side is None or side.node != opener:
+        return ":" in a.tuple4[2]  # the opener was not traced: its address tells
+    first = side.connect or (side.sends or side.recvs or [None])[0]
+    return first is not None and first.family == 6
+
+
 def _direction(src: _Epoch, dst: _Epoch | None, dst_node: str, ref: ChannelRef
                ) -> list[SendMatch]:
     recvs = dst.recvs if dst else []
@@ -383,7 +394,7 @@ def _match_tcp(events: list[Event], resolver: Resolver
         if not (accepted or a.has_data or (b and b.has_data)):
             continue  # refused or never completed: not a connection, no channel
         opener, acceptor, order = _roles(a, b, resolver)
-        ref = ChannelRef("tcp", opener, acceptor, order, ":" in a.tuple4[2])
+        ref = ChannelRef("tcp", opener, acceptor, order, _opened_on_ipv6(a, b, opener))
         peer = b.node if b else resolver.node(a.tuple4[2], a.node)
         sends += _direction(a, b, peer, ref)
         if b is not None:
@@ -411,7 +422,7 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
             # a channel is one sending socket towards one node: sk, or port if sk unknown
             sock = (own, dst, e.sk, e.lport)
             first_send.setdefault(sock, e.seq)
-            ref = ChannelRef("udp", own, dst, first_send[sock], ":" in e.raddr)
+            ref = ChannelRef("udp", own, dst, first_send[sock], e.family == 6)
             m = SendMatch(e, own, dst, ref)
             out.append(m)
             # known lost: no receive may take it. (Not to its own node: such a

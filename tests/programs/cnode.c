@@ -8,8 +8,9 @@
  *
  *     gcc -O2 -o cnode cnode.c && ./cnode PORT
  *
- * `cnode mmsg HOST PORT WORKDIR` instead sends ten UDP datagrams "m0".."m9"
- * to HOST:PORT with ONE sendmmsg() call, then creates WORKDIR/ok.
+ * `cnode mmsg HOST PORT WORKDIR [N]` instead sends N (default ten) UDP
+ * datagrams "m0".."m9" to HOST:PORT with ONE sendmmsg() call, then, when N
+ * is given, one more, "after", with sendto(); then creates WORKDIR/ok.
  *
  * `cnode ia32 PORT` serves one request like the default mode, but reads it
  * and writes the reply with 32-bit system calls (int $0x80, a buffer below
@@ -27,7 +28,7 @@
 
 #define MMSG_N 10
 
-static int send_mmsg(const char *host, int port, const char *workdir)
+static int send_mmsg(const char *host, int port, const char *workdir, int n, int after)
 {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     if (s < 0)
@@ -51,7 +52,9 @@ static int send_mmsg(const char *host, int port, const char *workdir)
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
-    if (sendmmsg(s, msgs, MMSG_N, 0) != MMSG_N)
+    if (n < 1 || n > MMSG_N || sendmmsg(s, msgs, n, 0) != n)
+        return 1;
+    if (after && sendto(s, "after", 5, 0, (struct sockaddr *)&to, sizeof(to)) != 5)
         return 1;
     close(s);
     char path[4096];
@@ -100,7 +103,9 @@ static __attribute__((noreturn)) int serve_ia32(int port)
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "mmsg") == 0)
-        return send_mmsg(argv[2], atoi(argv[3]), argv[4]);
+        return send_mmsg(argv[2], atoi(argv[3]), argv[4], MMSG_N, 0);
+    if (argc == 6 && strcmp(argv[1], "mmsg") == 0)
+        return send_mmsg(argv[2], atoi(argv[3]), argv[4], atoi(argv[5]), 1);
 #if defined(__x86_64__)
     if (argc == 3 && strcmp(argv[1], "ia32") == 0)
         return serve_ia32(atoi(argv[2]));
