@@ -39,6 +39,7 @@ from tracer.injector import MAX_FAULTS, Injector, PlanError, PlannedFault
 pytestmark = pytest.mark.usefixtures("ebpf")
 
 FNODE = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'fnode.py'}"
+TNODE = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'tnode.py'}"
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,25 @@ def run(program, tmp_path: Path, proto: str, plan: list[PlannedFault], *, count:
         return path.read_text().splitlines() if path.exists() else []
 
     return traced, lines("received"), lines("sent")
+
+
+def client_and_server(directory: Path, server: str, ready: str, workload: str) -> Path:
+    """A scenario of one node, "server", and a workload (the "client")."""
+    path = directory / "scenario.toml"
+    path.write_text(f"""
+name = "client-server"
+[run]
+timeout = "30s"
+[[node]]
+name = "server"
+cmd = {json.dumps(server)}
+ready = {{ {ready} }}
+[workload]
+cmd = {json.dumps(workload)}
+[check]
+cmd = "true"
+""")
+    return path
 
 
 def sends(traced: TracedRun, node: str) -> list[str]:
@@ -152,21 +172,8 @@ def test_sends_no_trigger_can_act_on_still_count_towards_nth(program, tmp_path):
     """A sendfile is message #0 of its channel in the trace, but its bytes
     have left before any program sees it: it never fires a trigger, yet it
     counts, so that nth=2 is the trace's #2 (the second write), not the third."""
-    tnode = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'tnode.py'}"
-    path = tmp_path / "scenario.toml"
-    path.write_text(f"""
-name = "sendfile-nth"
-[run]
-timeout = "30s"
-[[node]]
-name = "server"
-cmd = {json.dumps(f"{tnode} serve 7000")}
-ready = {{ tcp = 7000 }}
-[workload]
-cmd = {json.dumps(f"{tnode} client-sendfile-writes {{server}} 7000 {{workdir}}")}
-[check]
-cmd = "true"
-""")
+    path = client_and_server(tmp_path, f"{TNODE} serve 7000", "tcp = 7000",
+                             f"{TNODE} client-sendfile-writes {{server}} 7000 {{workdir}}")
     for nth, fires in ((2, True), (0, False)):
         trigger = SendTrigger("client", nth=nth, peer="server", proto="tcp", channel=0,
                               opener="client")
@@ -190,21 +197,8 @@ def test_a_sendmmsg_counts_each_of_its_messages_towards_nth(program, tmp_path):
     cnode = tmp_path / "cnode"
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(cnode),
                     str(Path(__file__).resolve().parent / "programs" / "cnode.c")], check=True)
-    tnode = f"{sys.executable} -S {Path(__file__).resolve().parent / 'programs' / 'tnode.py'}"
-    path = tmp_path / "scenario.toml"
-    path.write_text(f"""
-name = "mmsg-nth"
-[run]
-timeout = "30s"
-[[node]]
-name = "server"
-cmd = {json.dumps(f"{tnode} serve-udp-sink 9000 4")}
-ready = {{ udp = 9000 }}
-[workload]
-cmd = {json.dumps(f"{cnode} mmsg {{server}} 9000 {{workdir}} 3")}
-[check]
-cmd = "true"
-""")
+    path = client_and_server(tmp_path, f"{TNODE} serve-udp-sink 9000 4", "udp = 9000",
+                             f"{cnode} mmsg {{server}} 9000 {{workdir}} 3")
     trigger = SendTrigger("client", nth=3, peer="server", proto="udp", channel=0)
     traced = traced_run(load_scenario(path), tmp_path / "store", program,
                         [PlannedFault("omission", trigger, DropMessage())])
