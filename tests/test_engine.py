@@ -150,3 +150,19 @@ def test_ddmin_finds_the_needed_faults_without_repeating_a_test(n):
 
             assert sorted(ddmin(items, fails)) == sorted(needed)
             assert len(calls) == len(set(calls)) and () not in calls
+
+
+def test_a_fault_that_fired_at_another_message_flaws_its_run() -> None:
+    """A message fault whose report names another message than its anchor
+    tested another hypothesis than planned: the search must not count it."""
+    from ldfi.engine.loop import misfired
+    from ldfi.engine.records import FaultOutcome
+
+    cut, crash = parse_fault("cut(a->b:tcp0#2)"), parse_fault("crash(a, at 1s)")
+    right = FaultOutcome(str(cut), True, message="a->b:tcp0#2")
+    wrong = FaultOutcome(str(cut), True, message="a->b:tcp0#3")
+    unnamed = FaultOutcome(str(cut), True, message="")  # the trace lost the send
+    timed = FaultOutcome(str(crash), True, message="")
+    assert misfired([cut, crash], [right, timed]) == []
+    assert misfired([cut], [unnamed]) == []
+    assert misfired([cut, crash], [wrong, timed]) == [(cut, "a->b:tcp0#3")]

@@ -31,7 +31,7 @@ from ldfi.engine.records import (
     RunRecord,
     SearchResult,
 )
-from ldfi.faults import ArmContext, Fault, arm
+from ldfi.faults import ArmContext, Fault, MessageAnchor, arm
 from ldfi.lineage.build import lineage
 from ldfi.lineage.outcome import Outcome
 from ldfi.scenario import Scenario
@@ -42,6 +42,16 @@ from ldfi.traced_run import TracedRun, traced_run
 from tracer.faults import FaultReport
 from tracer.injector import PlannedFault
 from tracer.program import TraceProgram
+
+
+def misfired(faults: Sequence[Fault], outcomes: Sequence[FaultOutcome]
+             ) -> list[tuple[Fault, str]]:
+    """(fault, message it fired at) of the message-anchored faults that fired
+    at another message than theirs: the kernel's count and the trace's
+    ordinal disagreed, so the run tested another hypothesis than planned."""
+    return [(f, o.message) for f, o in zip(faults, outcomes, strict=True)
+            if o.fired and o.message and isinstance(f.anchor, MessageAnchor)
+            and o.message != str(f.anchor.id)]
 
 
 @dataclass
@@ -133,6 +143,8 @@ class Engine:
                 flawed.append(f"run {record.index}: " + "; ".join(
                     f"{f.fault} did not fire although its anchor occurred"
                     for f in record.unfired))
+            for fault, at in misfired(sorted(hypothesis), record.faults):
+                flawed.append(f"run {record.index}: {fault} fired at {at}, not at its message")
             if not run.trace.complete:
                 flawed.append(f"run {record.index} lost {run.trace.lost_events} events")
             self.strategy.mark_tried(hypothesis)
