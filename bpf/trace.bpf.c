@@ -318,9 +318,6 @@ static __always_inline int traced(u64 *cg)
     return traced_task(CURRENT_TASK(), cg);
 }
 
-/* fd -> struct sock *, or 0 if fd is not an AF_INET/AF_INET6 TCP/UDP socket.
- * task->files->fdt->fd[fd] (struct file *) ->f_inode->i_mode must be
- * S_IFSOCK; then file->private_data is the struct socket, ->sk the sock. */
 /* Is `sk` (a typed pointer) an IPv4/IPv6 TCP or UDP sock: one we trace? */
 static __always_inline int tcp_or_udp(u64 sk)
 {
@@ -331,6 +328,9 @@ static __always_inline int tcp_or_udp(u64 sk)
     return proto == L_IPPROTO_TCP || proto == L_IPPROTO_UDP;
 }
 
+/* fd -> struct sock *, or 0 if fd is not an AF_INET/AF_INET6 TCP/UDP socket.
+ * task->files->fdt->fd[fd] (struct file *) ->f_inode->i_mode must be
+ * S_IFSOCK; then file->private_data is the struct socket, ->sk the sock. */
 static __always_inline u64 fd_to_sk(u64 task, u64 fd)
 {
     u64 files = LD(u64, task, OFF_TASK_FILES);
@@ -630,14 +630,11 @@ static __always_inline struct stash *scoped_stash(u64 task)
 
 /* The call's arguments into the stash; 0 when the call is not recorded (its
  * fd is not a TCP/UDP socket). */
-static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 fd, u64 buf,
-                                      u64 count, u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
+/* The call in the thread's stash, for the record its exit (or its socket
+ * layer event) writes. */
+static __always_inline void keep_call(struct stash *st, u64 sk, u16 sys, s64 fd, u64 buf,
+                                      u64 count, u64 uaddr, u32 msg_flags)
 {
-    if (fd < 0)
-        return 0;
-    u64 sk = fd_to_sk(task, fd);
-    if (!sk)
-        return 0;
     st->sk = sk;
     st->buf = buf;
     st->addr = uaddr;
@@ -646,6 +643,17 @@ static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 f
     st->sys = sys;
     st->msg_flags = msg_flags;
     st->sa_len = 0;
+}
+
+static __always_inline int stash_args(struct stash *st, u64 task, u16 sys, s64 fd, u64 buf,
+                                      u64 count, u64 uaddr, u64 addrlen, u32 msg_flags, int mode)
+{
+    if (fd < 0)
+        return 0;
+    u64 sk = fd_to_sk(task, fd);
+    if (!sk)
+        return 0;
+    keep_call(st, sk, sys, fd, buf, count, uaddr, msg_flags);
     if (mode == MODE_BUF) {
         if (uaddr)  /* sendto's destination: user memory, read at entry */
             st->sa_len = read_user_sa(st->sa, uaddr, addrlen);
@@ -949,14 +957,7 @@ static __always_inline int stash_sock(struct stash *st, u64 sk, u16 sys, u64 cou
 {
     if (!user_sock(sk))
         return 0;
-    st->sk = sk;
-    st->buf = 0;
-    st->addr = 0;
-    st->count = count;
-    st->fd = -1;
-    st->sys = sys;
-    st->msg_flags = msg_flags;
-    st->sa_len = 0;
+    keep_call(st, sk, sys, -1, 0, count, 0, msg_flags);
     return 1;
 }
 

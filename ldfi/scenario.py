@@ -571,20 +571,23 @@ def _as_tables(value: Any, ctx: _Context, where: _Where, key: str) -> list[dict[
     return value
 
 
-def _as_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _wrong_type(value, ctx, where, key, "a whole number >= 0", f"write {key} = 1")
+def _whole_number(value: Any, ctx: _Context, where: _Where, key: str, least: int,
+                  hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise _wrong_type(value, ctx, where, key, f"a whole number >= {least}", hint)
     return value
+
+
+def _as_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
+    return _whole_number(value, ctx, where, key, 0, f"write {key} = 1")
 
 
 def _as_positive_count(value: Any, ctx: _Context, where: _Where, key: str) -> int:
     """max_faults, horizon: 0 would admit no fault, and a search that may try
     none "certifies" after the fault-free run alone."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _wrong_type(value, ctx, where, key, "a whole number >= 1",
-                          f"write {key} = 1; to run once without faults, use 'ldfi run "
-                          "--no-faults'")
-    return value
+    return _whole_number(value, ctx, where, key, 1,
+                         f"write {key} = 1; to run once without faults, use 'ldfi run "
+                         "--no-faults'")
 
 
 def _as_exit_status(value: Any, ctx: _Context, where: _Where, key: str) -> int:

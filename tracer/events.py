@@ -20,6 +20,9 @@ FAULT = "fault"  # an armed fault fired here (bpf/faults.bpf.c)
 SEND_CALLS = frozenset({"write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile", "splice",
                         "send_other"})
 RECV_CALLS = frozenset({"read", "readv", "recvfrom", "recvmsg", "recvmmsg", "recv_other"})
+# sends recorded once their bytes had left, from the socket layer alone: no
+# payload captured, and no fault trigger can fire at them (bpf/trace.bpf.c)
+UNSEEN_SENDS = frozenset({"sendfile", "splice", "send_other"})
 
 MSG_PEEK = 0x2
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ldfi.faults.model import LineageView, MessageFacts
 from ldfi.trace.model import Message, Trace
-from tracer.events import Event
+from tracer.events import UNSEEN_SENDS, Event
 
 from .outcome import Outcome
 
@@ -145,15 +145,11 @@ def _facts(m: Message, send_index: int, event: Callable[[int], Event],
                         send.ts_enter, recv_ts, before, armable(send), prior)
 
 
-# sends recorded once their bytes have left: no trigger fires there
-_UNSEEN_SENDS = frozenset({"sendfile", "splice", "send_other"})
-
-
 def armable(send: Event) -> bool:
     """Can a fault trigger fire at this send? (bpf/faults.bpf.c fires at the
     entry of a write/writev/sendto/sendmsg/sendmmsg on an IPv4 socket, once
     per sendmmsg call.)"""
-    return send.family != 6 and send.syscall not in _UNSEEN_SENDS and send.msg_idx == 0
+    return send.family != 6 and send.syscall not in UNSEEN_SENDS and send.msg_idx == 0
 
 
 def retransmission_groups(facts: list[MessageFacts]) -> tuple[tuple[MessageFacts, ...], ...]:

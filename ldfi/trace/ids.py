@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+from tracer.events import UNSEEN_SENDS
+
 from .matching import ChannelRef, SendMatch
 from .model import Message, MessageId
-
-# sends whose bytes are not in the caller's memory: never any payload captured
-_BLIND_SENDS = frozenset({"sendfile", "splice", "send_other"})
 
 
 def payload_hash(payload: bytes, size: int) -> str:
@@ -72,6 +71,6 @@ def _content_key(syscall: str, payload: bytes, size: int, mid: MessageId) -> str
     """payload_hash, except for a send whose content nobody saw: two such
     sends of one size are not a retransmission of each other, so it is keyed
     by its own (stable) id."""
-    if syscall in _BLIND_SENDS:
+    if syscall in UNSEEN_SENDS:
         return payload_hash(str(mid).encode(), size)
     return payload_hash(payload, size)

@@ -94,7 +94,6 @@ class TraceFileError(ValueError):
     person can act on: what is wrong with the file and what to give instead."""
 
 
-
 def _event(pb: trace_pb2.TraceEvent) -> Event:
     kw: dict[str, Any] = {}
     for f in _EVENT_FIELDS:
