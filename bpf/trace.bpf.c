@@ -961,25 +961,49 @@ static __always_inline int stash_sock(struct stash *st, u64 sk, u16 sys, u64 cou
     return 1;
 }
 
-/* A send or receive the socket layer reported on `sk`. The call's fd must
- * name that sock: I/O the kernel does on its own sockets in a task's
- * context (NFS, ...) is not the task's call. 1 if it was recorded. */
+/* A send or receive the socket layer reported on `sk`, recorded as call
+ * `sys` on `fd` if the fd names that sock. 1 if it did (recorded), 0 if
+ * not: the caller then records it at its one other_io() site. Each call
+ * site inlines a whole record, and the program's stack is 512 bytes. */
 static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 sys,
                                    s64 fd, u64 buf, u64 count, u64 uaddr, u64 addrlen,
-                                   u32 msg_flags, const int mode, const int count_faults)
+                                   u32 msg_flags, const int mode)
 {
-    int kept = fd >= 0 ? stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
-                       : stash_sock(st, sk, sys, count, msg_flags);
-    if (!kept || st->sk != sk) {
-        /* no record takes these: they must not reach the next */
-        st->sys = 0;
-        st->src_sk = 0;
-        st->mmsg_sys = 0;
-        st->mmsg_vec = 0;
+    if (fd < 0 || !stash_args(st, task, sys, fd, buf, count, uaddr, addrlen, msg_flags, mode)
+        || st->sk != sk)
         return 0;
-    }
-    record_without_entry(st, task, ret, sys, count_faults);
+    record_without_entry(st, task, ret, sys, 0);
     return 1;
+}
+
+/* The I/O of a call recorded from its sock, without its buffer (no
+ * payload): sendfile and splice on `fd`, and any call on a sock that no fd
+ * of the call names. io_uring runs requests inline in io_uring_enter, as
+ * task work on the way out of whatever call the task was in, or in an
+ * io-wq worker thread, which carries a copy of its creator's registers;
+ * an ia32 call's number names no x86_64 one. Such I/O is recorded as
+ * send_other/recv_other (fd -1, count = the call's number `nr`) if the
+ * sock is a task's own (user_sock: not one the kernel uses on its own
+ * behalf, NFS ...), so that a connection's byte ranges stay whole. A send
+ * counts towards the fault triggers it matches, and never fires one. */
+static __always_inline int other_io(struct stash *st, u64 task, u64 sk, s64 ret, u16 sys, s64 fd,
+                                    u64 count, u32 msg_flags, u64 nr, const int sending)
+{
+    if (fd < 0 || !stash_args(st, task, sys, fd, 0, count, 0, 0, msg_flags, MODE_NONE)
+        || st->sk != sk) {
+        sys = sending ? SYS_SEND_OTHER : SYS_RECV_OTHER;
+        if (!stash_sock(st, sk, sys, nr, msg_flags)) {
+            /* no record takes these: they must not reach the next */
+            st->sys = 0;
+            st->src_sk = 0;
+            st->mmsg_sys = 0;
+            st->mmsg_vec = 0;
+            return 0;
+        }
+        st->mmsg_sys = 0;
+    }
+    record_without_entry(st, task, ret, sys, sending);
+    return 0;
 }
 
 /* One message of a sendmmsg/recvmmsg, recorded like the sendmsg/recvmsg
@@ -988,7 +1012,8 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
  * message of a call on the same fd and mmsghdr array, with fewer than vlen
  * messages so far and no failure (a failed message ends the call), else
  * the first. Two calls in a row with the same arguments, the first ending
- * early without a failure (a recvmmsg timeout), would be numbered as one. */
+ * early without a failure (a recvmmsg timeout), would be numbered as one.
+ * 0 if the fd does not name the sock (see sock_io). */
 static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, const u16 call,
                                    const u16 as, s64 fd, u64 vec, u32 vlen, u32 msg_flags,
                                    const int mode)
@@ -1000,18 +1025,18 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
         /* the message that ended the call (EAGAIN after MSG_WAITFORONE, ...):
          * the call returned the ones before it, and so does the trace */
         st->mmsg_vec = 0;
-        return 0;
+        return 1;
     }
     st->mmsg_sys = call;
     st->mmsg_idx = idx;
     st->mmsg_vlen = vlen;
     if (!sock_io(st, task, sk, ret, as, fd, vec + (u64)(idx & 0xffff) * 64, 0, 0, 0, msg_flags,
-                 mode, 0))
+                 mode))
         return 0;
     st->mmsg_vec = ret >= 0 ? vec : 0;  /* after exit_stash, which clears it */
     st->mmsg_fd = fd;
     st->mmsg_next = idx + 1;
-    return 0;
+    return 1;
 }
 
 /* declares task, regs, nr, sk, ret; st once the call is known to be one of ours */
@@ -1023,37 +1048,47 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
     s64 ret = (s32)ctx->args[1]
 
 #define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
-    sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode, \
-            0)
+    sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
 
-/* a call recorded from its sock and these, without its buffer (no payload);
- * a send among them counts towards the fault triggers it matches */
-#define SOCK_IO_AS(sys, fd, count, msg_flags, is_send) \
-    sock_io(st, task, sk, ret, sys, fd, 0, count, 0, 0, msg_flags, MODE_NONE, is_send)
-
-/* a send whose entry program ran (a run with send triggers) is recorded at its exit */
+/* A send whose entry program ran (a run with send triggers) is recorded at
+ * its exit. I/O on another sock while that entry's stash is taken could
+ * only be recorded by losing the call's own record, so it is counted as
+ * lost (task work runs after the exit program: not expected to happen). */
 #define SEND_IO(call, buf, count, uaddr, addrlen, msg_flags, mode) \
-    (st->sys == call ? 0 : SOCK_IO(call, buf, count, uaddr, addrlen, msg_flags, mode))
+    (st->sys == call ? entry_taken(st, sk) \
+                     : SOCK_IO(call, buf, count, uaddr, addrlen, msg_flags, mode))
+
+static __always_inline int entry_taken(struct stash *st, u64 sk)
+{
+    if (st->sk != sk)
+        cnt_inc(CNT_LOST_STASH);
+    return 1;
+}
 
 RAW_TRACEPOINT_PROBE(sock_recv_length) {
     SOCK_IO_PROLOGUE;
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
-    if (nr == NR_READ)
-        return SOCK_IO(SYS_READ, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
-    if (nr == NR_READV)
-        return SOCK_IO(SYS_READV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE);
-    if (nr == NR_RECVFROM)
-        return SOCK_IO(SYS_RECVFROM, REG(regs, 1), REG(regs, 2), REG(regs, 4), 0,
-                       (u32)REG(regs, 3), MODE_NONE);
-    if (nr == NR_RECVMSG)
-        return SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE);
-    if (nr == NR_RECVMMSG)
-        return mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0),
-                       REG(regs, 1), (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE);
-    /* any other call: fd unknown, count = its number */
-    return SOCK_IO_AS(SYS_RECV_OTHER, -1, nr, (u32)ctx->args[2], 0);
+    if (nr == NR_READ) {
+        if (SOCK_IO(SYS_READ, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE))
+            return 0;
+    } else if (nr == NR_READV) {
+        if (SOCK_IO(SYS_READV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE))
+            return 0;
+    } else if (nr == NR_RECVFROM) {
+        if (SOCK_IO(SYS_RECVFROM, REG(regs, 1), REG(regs, 2), REG(regs, 4), 0, (u32)REG(regs, 3),
+                    MODE_NONE))
+            return 0;
+    } else if (nr == NR_RECVMSG) {
+        if (SOCK_IO(SYS_RECVMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_NONE))
+            return 0;
+    } else if (nr == NR_RECVMMSG) {
+        if (mmsg_io(st, task, sk, ret, SYS_RECVMMSG, SYS_RECVMSG, (s32)REG(regs, 0), REG(regs, 1),
+                    (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_NONE))
+            return 0;
+    }
+    return other_io(st, task, sk, ret, SYS_RECV_OTHER, -1, nr, (u32)ctx->args[2], nr, 0);
 }
 
 /* ------------------------------------------------- UDP receive sources */
@@ -1103,25 +1138,31 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
-    if (nr == NR_WRITE)
-        return SEND_IO(SYS_WRITE, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_BUF);
-    if (nr == NR_WRITEV)
-        return SEND_IO(SYS_WRITEV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_IOV);
-    if (nr == NR_SENDTO)
-        return SEND_IO(SYS_SENDTO, REG(regs, 1), REG(regs, 2), REG(regs, 4), (s32)REG(regs, 5),
-                       (u32)REG(regs, 3), MODE_BUF);
-    if (nr == NR_SENDMSG)
-        return SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG);
-    if (nr == NR_SENDMMSG) {
-        if (st->sys == SYS_SENDMMSG)
-            return 0;  /* its entry program ran (send triggers): recorded at its exit */
-        return mmsg_io(st, task, sk, ret, SYS_SENDMMSG, SYS_SENDMSG, (s32)REG(regs, 0),
-                       REG(regs, 1), (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_MSG);
+    if (nr == NR_WRITE) {
+        if (SEND_IO(SYS_WRITE, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_BUF))
+            return 0;
+    } else if (nr == NR_WRITEV) {
+        if (SEND_IO(SYS_WRITEV, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_IOV))
+            return 0;
+    } else if (nr == NR_SENDTO) {
+        if (SEND_IO(SYS_SENDTO, REG(regs, 1), REG(regs, 2), REG(regs, 4), (s32)REG(regs, 5),
+                    (u32)REG(regs, 3), MODE_BUF))
+            return 0;
+    } else if (nr == NR_SENDMSG) {
+        if (SEND_IO(SYS_SENDMSG, REG(regs, 1), 0, 0, 0, (u32)REG(regs, 2), MODE_MSG))
+            return 0;
+    } else if (nr == NR_SENDMMSG) {
+        if (st->sys == SYS_SENDMMSG) {  /* its entry program ran (send triggers) */
+            entry_taken(st, sk);  /* recorded at its exit */
+            return 0;
+        }
+        if (mmsg_io(st, task, sk, ret, SYS_SENDMMSG, SYS_SENDMSG, (s32)REG(regs, 0), REG(regs, 1),
+                    (u32)REG(regs, 2), (u32)REG(regs, 3), MODE_MSG))
+            return 0;
     }
-    /* One call site for the rest: each inlines a whole record's code, and
-     * the program's stack is 512 bytes. sendfile(out_fd, in_fd, offset,
-     * count) and splice(in, off, out, off, len, flags) name the socket's
-     * fd; any other call: fd unknown, count = its number. */
+    /* sendfile(out_fd, in_fd, offset, count) and splice(in, off, out, off,
+     * len, flags) name the socket's fd; any other call, or one whose fd
+     * names another file: see other_io */
     u16 sys = SYS_SEND_OTHER;
     s64 fd = -1;
     u64 count = nr;
@@ -1131,7 +1172,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     } else if (nr == NR_SPLICE) {
         sys = SYS_SPLICE, fd = (s32)REG(regs, 2), count = REG(regs, 4), flags = 0;
     }
-    return SOCK_IO_AS(sys, fd, count, flags, 1);
+    return other_io(st, task, sk, ret, sys, fd, count, flags, nr, 1);
 }
 
 /* --------------------------------------------------- socket life cycle */

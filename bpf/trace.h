@@ -44,8 +44,9 @@
 #define SYS_CLOSE     18
 #define SYS_SENDFILE  19  /* sendfile to a socket (no payload: the bytes come from a file) */
 #define SYS_SPLICE    20  /* splice from a pipe to a socket (no payload) */
-#define SYS_SEND_OTHER 21 /* a send by any other call (io_uring, an ia32 call): fd -1,
-                             count = the call's number in orig_ax, no payload */
+#define SYS_SEND_OTHER 21 /* a send by any other call (io_uring, an ia32 call), or on a
+                             sock the call's fd does not name (io_uring task work, io-wq
+                             workers): fd -1, count = the call's number in orig_ax, no payload */
 #define SYS_RECV_OTHER 22 /* a receive by any other call: likewise */
 
 /* ev_sock.flags */

@@ -494,6 +494,32 @@ def test_socket_io_by_32_bit_calls_is_recorded(program, tmp_path, cnode):
     assert Edge(read.seq, write.seq, "program") in t.edges
 
 
+def test_io_uring_requests_are_recorded_however_they_run(program, tmp_path, cnode):
+    """A C program receives and sends through io_uring over a connection to
+    itself (tests/programs/cnode.c `uring`): a receive run as task work on
+    the way out of a read() of a pipe (the call's fd names another file),
+    one run inline in io_uring_enter, and a send by an io-wq worker thread.
+    Each is recorded as recv_other/send_other with the number of the call
+    it ran in, none is lost, and every byte gets its message edge."""
+    wait_ok = "sh -c 'for i in $(seq 200); do [ -f {workdir}/ok ] && exit 0; sleep 0.05; done; exit 1'"
+    run = traced(program, tmp_path, "uring", [("uring", f"exec {cnode} uring {{workdir}}", None)],
+                 wait_ok)
+    t = run.trace
+    assert summary(t) == {
+        "uring->uring:tcp0#0": (4, b"ping", [("uring", "recv_other", 4)]),
+        "uring->uring:tcp0#1": (4, b"more", [("uring", "recv_other", 4)]),
+        "uring->uring:tcp0#2": (4, b"", [("uring", "read", 4)]),
+    }
+    # io_uring_enter tries the first receive at once (EAGAIN: nothing yet),
+    # then polls; x86_64 read is call 0, io_uring_enter 426
+    tried, task_work, inline = socks(t, "uring", "recv_other")
+    [worker] = socks(t, "uring", "send_other")
+    assert [(e.fd, e.count, e.ret) for e in (tried, task_work, inline, worker)] == \
+        [(-1, 426, -11), (-1, 0, 4), (-1, 426, 4), (-1, 426, 4)]
+    assert tried.tid == task_work.tid == inline.tid == tried.pid != worker.tid
+    assert worker.pid == tried.pid and worker.comm == f"iou-wrk-{tried.pid}"
+
+
 def test_debian_redis_server_and_cli(program, tmp_path):
     """Unmodified third-party binaries on both ends: redis-cli PING to redis-server."""
     server = [("server", "exec redis-server --port 6379 --bind 0.0.0.0 --protected-mode no "

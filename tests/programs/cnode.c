@@ -15,6 +15,15 @@
  * `cnode ia32 PORT` serves one request like the default mode, but reads it
  * and writes the reply with 32-bit system calls (int $0x80, a buffer below
  * 4 GiB): socket I/O through calls whose numbers name no x86_64 call.
+ *
+ * `cnode uring WORKDIR` moves bytes through io_uring over a TCP connection
+ * to itself (127.0.0.1), the three ways io_uring runs a request: a child
+ * process writes "ping" to one end after half a second, while the parent,
+ * which submitted a receive on the other end beforehand, is blocked in
+ * read() on a pipe: the receive runs as task work on the way out of that
+ * read (system call 0, fd the pipe's). The child's "more" is then received
+ * inline, in io_uring_enter, and "pong" is sent back by an io-wq worker
+ * thread (IOSQE_ASYNC). Creates WORKDIR/ok when all of it went as planned.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -22,8 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MMSG_N 10
@@ -100,8 +112,126 @@ static __attribute__((noreturn)) int serve_ia32(int port)
 }
 #endif
 
+/* io_uring by its system calls (Debian 12 has no liburing-dev) */
+struct ring {
+    int fd;
+    unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+};
+
+static void *map_ring(int fd, size_t size, off_t what)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, what);
+    if (p == MAP_FAILED)
+        die("mmap io_uring");
+    return p;
+}
+
+static void ring_init(struct ring *r)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    r->fd = syscall(__NR_io_uring_setup, 4, &p);
+    if (r->fd < 0)
+        die("io_uring_setup");
+    char *sq = map_ring(r->fd, p.sq_off.array + p.sq_entries * sizeof(unsigned),
+                        IORING_OFF_SQ_RING);
+    char *cq = map_ring(r->fd, p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe),
+                        IORING_OFF_CQ_RING);
+    r->sqes = map_ring(r->fd, p.sq_entries * sizeof(struct io_uring_sqe), IORING_OFF_SQES);
+    r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+    r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+    r->sq_array = (unsigned *)(sq + p.sq_off.array);
+    r->cq_head = (unsigned *)(cq + p.cq_off.head);
+    r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+    r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+}
+
+/* submit one request; wait for `wait` completions */
+static void ring_submit(struct ring *r, int op, int fd, const void *buf, unsigned len,
+                        unsigned sqe_flags, unsigned wait)
+{
+    unsigned tail = *r->sq_tail, idx = tail & *r->sq_mask;
+    struct io_uring_sqe *sqe = &r->sqes[idx];
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = op;
+    sqe->fd = fd;
+    sqe->addr = (unsigned long)buf;
+    sqe->len = len;
+    sqe->flags = sqe_flags;
+    r->sq_array[idx] = idx;
+    __atomic_store_n(r->sq_tail, tail + 1, __ATOMIC_RELEASE);
+    if (syscall(__NR_io_uring_enter, r->fd, 1, wait, wait ? IORING_ENTER_GETEVENTS : 0, NULL, 0)
+        != 1)
+        die("io_uring_enter");
+}
+
+/* the next completion's result */
+static int ring_reap(struct ring *r)
+{
+    unsigned head = *r->cq_head;
+    while (head == __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE))
+        if (syscall(__NR_io_uring_enter, r->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+            die("io_uring_enter");
+    int res = r->cqes[head & *r->cq_mask].res;
+    __atomic_store_n(r->cq_head, head + 1, __ATOMIC_RELEASE);
+    return res;
+}
+
+static int uring(const char *workdir)
+{
+    int lst = socket(AF_INET, SOCK_STREAM, 0), a = socket(AF_INET, SOCK_STREAM, 0), p[2];
+    struct sockaddr_in addr;
+    socklen_t len = sizeof(addr);
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (lst < 0 || a < 0 || bind(lst, (struct sockaddr *)&addr, sizeof(addr)) < 0
+        || listen(lst, 1) < 0 || getsockname(lst, (struct sockaddr *)&addr, &len) < 0
+        || connect(a, (struct sockaddr *)&addr, sizeof(addr)) < 0 || pipe(p) < 0)
+        die("uring set-up");
+    int b = accept(lst, NULL, NULL);
+    if (b < 0)
+        die("accept");
+    pid_t child = fork();
+    if (child < 0)
+        die("fork");
+    if (child == 0) {
+        char reply[4];
+        usleep(500000);  /* the parent is in read() on the pipe by now */
+        if (write(a, "ping", 4) != 4 || write(a, "more", 4) != 4 || write(p[1], "x", 1) != 1
+            || read(a, reply, 4) != 4 || memcmp(reply, "pong", 4) != 0)
+            _exit(1);
+        _exit(0);
+    }
+    struct ring r;
+    char ping[4], more[4], x;
+    ring_init(&r);
+    ring_submit(&r, IORING_OP_RECV, b, ping, 4, 0, 0);  /* nothing to receive yet: polled */
+    if (read(p[0], &x, 1) != 1)  /* "ping" arrives: the receive runs as this read's task work */
+        die("read pipe");
+    ring_submit(&r, IORING_OP_RECV, b, more, 4, 0, 1);  /* "more" is there: inline */
+    if (ring_reap(&r) != 4 || ring_reap(&r) != 4 || memcmp(ping, "ping", 4) || memcmp(more, "more", 4))
+        die("io_uring recv");
+    ring_submit(&r, IORING_OP_SEND, b, "pong", 4, IOSQE_ASYNC, 1);  /* an io-wq worker */
+    int status;
+    if (ring_reap(&r) != 4 || waitpid(child, &status, 0) != child || status != 0)
+        die("io_uring send");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/ok", workdir);
+    FILE *f = fopen(path, "w");
+    if (!f || fclose(f))
+        die("ok");
+    for (;;)
+        pause();
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "uring") == 0)
+        return uring(argv[2]);
     if (argc == 5 && strcmp(argv[1], "mmsg") == 0)
         return send_mmsg(argv[2], atoi(argv[3]), argv[4], MMSG_N, 0);
     if (argc == 6 && strcmp(argv[1], "mmsg") == 0)
