@@ -235,7 +235,7 @@ def test_writev_sendmsg_are_sends_and_readv_recvmsg_receives() -> None:
     assert kinds(trace, "message") == {(s0, r0), (s1, r0), (s1, r1), (s2, r1)}
 
 
-def test_peek_is_not_a_receive() -> None:
+def test_peek_is_not_a_receive_but_sees_the_send() -> None:
     run = Run()
     conn = run.tcp("client", "server", 40000, ctid=10, stid=20)
     conn.connect(), conn.accept()
@@ -245,6 +245,43 @@ def test_peek_is_not_a_receive() -> None:
     trace = run.trace()
     assert kinds(trace, "message") == {(snd, rd)}
     assert peek not in {r for m in trace.messages for r in m.recv_seqs}
+    assert kinds(trace, "peek") == {(snd, peek)}
+    assert happens_before(trace, snd, peek)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_peek_sees_the_bytes_past_what_was_read(exact: bool) -> None:
+    """A peek covers [copied_seq, copied_seq + n): after a 3-byte read of a
+    4-byte send, a 5-byte peek sees the rest of it and the next send. Without
+    sequence numbers, cumulative counts say the same."""
+    run = Run()
+    conn = run.tcp("client", "server", 40000, ctid=10, stid=20, isn=(MOD - 5, 7))
+    conn.connect(), conn.accept()
+    s0, s1, s2 = conn.send("c", 4), conn.send("c", 4), conn.send("c", 4)
+    r0 = conn.recv("s", 3)
+    peek = conn._add("s", "recvmsg", ret=5, count=1, msg_flags=0x2, seq_r=conn.rseq["s"])
+    r1 = conn.recv("s", 9)
+    if not exact:
+        for e in run.events:
+            e.seq_w = e.seq_r = None
+    trace = run.trace()
+    assert kinds(trace, "peek") == {(s0, peek), (s1, peek)}
+    assert kinds(trace, "message") == {(s0, r0), (s0, r1), (s1, r1), (s2, r1)}
+    assert happens_before(trace, s1, peek) and not happens_before(trace, s2, peek)
+
+
+def test_a_udp_peek_sees_the_datagram_the_next_receive_takes() -> None:
+    run = Run()
+    a = run.udp_send("client", 10, 5000, "server", 53, b"one")
+    b = run.udp_send("client", 10, 5000, "server", 53, b"two")
+    peek = run.add("server", 20, syscall="recvfrom", proto="udp", family=4, fd=6, sk=0xD0,
+                   laddr="0.0.0.0", lport=53, raddr=ADDR["client"], rport=5000, ret=2,
+                   count=2, payload=b"on", msg_flags=0x2)
+    r0 = run.udp_recv("server", 20, 53, "client", 5000, b"one")
+    r1 = run.udp_recv("server", 20, 53, "client", 5000, b"two")
+    trace = run.trace()
+    assert kinds(trace, "message") == {(a, r0), (b, r1)}
+    assert kinds(trace, "peek") == {(a, peek)}
 
 
 def test_100_short_connections_reusing_ports() -> None:

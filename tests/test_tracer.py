@@ -334,6 +334,28 @@ def test_udp_ping_pong_with_duplicate_and_loss(program, tmp_path):
     assert t.event(p1.send_seq).rport == 9000 and t.event(p1.recv_seqs[0]).lport == 9000
 
 
+def test_peeks_see_the_sends_they_looked_at(program, tmp_path):
+    """A server that looks at each request with MSG_PEEK before reading it,
+    over TCP and over UDP (with a duplicate and a datagram to a closed port):
+    each peek gets a peek edge from the send it saw, and no message counts
+    it as a receive."""
+    tcp = traced(program, tmp_path / "tcp", "peek",
+                 [("server", f"{TNODE} serve-peek 7000", "{ tcp = 7000 }")], CLIENT).trace
+    udp = traced(program, tmp_path / "udp", "udp-peek",
+                 [("server", f"{TNODE} serve-udp-peek 9000", "{ udp = 9000 }")],
+                 f"{TNODE} client-udp {{server}} 9000 {{workdir}}").trace
+    for t, n in ((tcp, 1), (udp, 3)):
+        peeks = [e for e in t.events if e.node == "server" and e.is_peek]
+        assert len(peeks) == n and all(p.ret == 4 for p in peeks)
+        reqs = [t.message(f"client->server:{t.messages[0].channel}#{i}") for i in range(n)]
+        assert {(e.src, e.dst) for e in t.edges if e.kind == "peek"} == \
+            {(m.send_seq, p.seq) for m, p in zip(reqs, peeks, strict=True)}
+        assert all(p.seq not in m.recv_seqs for m in t.messages for p in peeks)
+        for m, p in zip(reqs, peeks, strict=True):
+            assert p.payload == m.payload[:4] and p.seq < m.recv_seqs[0]
+    assert summary(tcp)["client->server:tcp0#0"] == (8, b"GET key\n", [("server", "recvfrom", 8)])
+
+
 def test_udp_sendmsg_with_two_iovecs_is_delivered(program, tmp_path):
     """sendmsg([b"pi", b"ng 1"]): the send's payload is gathered over its
     iovecs, so the datagram looks the same on both sides and is matched."""

@@ -87,3 +87,9 @@ class Event:
     def is_recv(self) -> bool:
         return (self.kind == SOCK and self.syscall in RECV_CALLS and self.ret > 0
                 and not self.msg_flags & MSG_PEEK)
+
+    @property
+    def is_peek(self) -> bool:
+        """A receive with MSG_PEEK that returned bytes: it saw them without taking them."""
+        return (self.kind == SOCK and self.syscall in RECV_CALLS and self.ret > 0
+                and bool(self.msg_flags & MSG_PEEK))

@@ -2,7 +2,8 @@
 
 Edges: "program" (consecutive events of one thread), "fork" (fork event ->
 the child's first event), "connect" (connect -> its accept), "message" (send
--> each receive it reached). Vector clocks have one component per thread,
+-> each receive it reached), "peek" (send -> each MSG_PEEK receive that saw
+its bytes without taking them). Vector clocks have one component per thread,
 keyed "node/pid/tid", counting that thread's events. A TCP state change
 runs in softirq and belongs to no thread: it is a component of its own,
 "node/tcp_state/seq", so that it is ordered only by its edges.
@@ -20,7 +21,7 @@ from tracer.events import FORK, TCP_STATE, Event
 from .matching import MatchResult
 from .model import Edge, Message, Trace
 
-_KIND_RANK = {"message": 0, "connect": 1, "fork": 2, "program": 3}
+_KIND_RANK = {"message": 0, "peek": 1, "connect": 2, "fork": 3, "program": 4}
 
 
 def thread_key(e: Event) -> str:
@@ -61,6 +62,7 @@ def build_edges(events: list[Event], matched: MatchResult, messages: list[Messag
     edges = thread_edges(events)
     edges += [Edge(c, a, "connect") for c, a in matched.connects]
     edges += [Edge(m.send_seq, r, "message") for m in messages for r in m.recv_seqs]
+    edges += [Edge(s.event.seq, p, "peek") for s in matched.sends for p in s.peeks]
     edges.sort()  # plain tuples: fast
     return edges
 

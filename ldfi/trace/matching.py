@@ -16,6 +16,11 @@ order, checked against connect/accept times and sequence numbers.
 UDP: a datagram is matched to a receive with the same (src node, src port,
 dst node, dst port, captured payload prefix, length), FIFO, never to a
 receive that ended before the send began.
+
+A receive with MSG_PEEK (a peek) saw bytes without taking them. It is no
+receive of a message, but it gets a peek edge from every send whose bytes it
+returned: TCP by byte range (a peek covers [seq_r, seq_r + n): copied_seq
+does not move), UDP from the datagram that the socket's next receive took.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class SendMatch:
     channel: ChannelRef
     recvs: list[int] = field(default_factory=list)
     byte_range: tuple[int, int] | None = None
+    peeks: list[int] = field(default_factory=list)  # peeks that saw (some of) its bytes
 
 
 @dataclass(slots=True)
@@ -119,7 +125,7 @@ def match(events: Iterable[Event], topology: Topology) -> MatchResult:
             before_call[e.tid] = last_ts.get(e.tid, 0)
         if e.proto == "tcp":
             tcp.append(e)
-        elif e.proto == "udp" and (e.is_send or e.is_recv):
+        elif e.proto == "udp" and (e.is_send or e.is_recv or e.is_peek):
             udp.append(e)
             if e.is_send:
                 began[e.seq] = _began(e, before_call.get(e.tid, 0))
@@ -159,10 +165,11 @@ class _Epoch:
     sk: int = 0
     sends: list[Event] = field(default_factory=list)
     recvs: list[Event] = field(default_factory=list)
+    peeks: list[Event] = field(default_factory=list)
 
     @property
     def has_data(self) -> bool:
-        return bool(self.sends or self.recvs)
+        return bool(self.sends or self.recvs or self.peeks)
 
 
 def _is_connect(e: Event) -> bool:
@@ -178,7 +185,7 @@ def _epochs(events: list[Event], resolver: Resolver) -> dict[tuple[str, Tuple4],
     sides: dict[tuple[str, Tuple4], list[_Epoch]] = defaultdict(list)
     for e in events:
         connect, accept = _is_connect(e), _is_accept(e)
-        data = e.is_send or e.is_recv
+        data = e.is_send or e.is_recv or e.is_peek
         if not (connect or accept or data):
             continue
         key = (resolver.own(e), (e.laddr, e.lport, e.raddr, e.rport))
@@ -196,7 +203,7 @@ def _epochs(events: list[Event], resolver: Resolver) -> dict[tuple[str, Tuple4],
             cur.accept = e  # its sk may be the listener's: do not record it
         else:
             cur.sk = cur.sk or e.sk
-            (cur.sends if e.is_send else cur.recvs).append(e)
+            (cur.sends if e.is_send else cur.recvs if e.is_recv else cur.peeks).append(e)
     return sides
 
 
@@ -243,17 +250,40 @@ def _ranges(evs: list[Event], attr: str | None, base: int) -> list[tuple[int, in
     return out
 
 
-def _stream_ranges(sends: list[Event], recvs: list[Event]
-                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Byte ranges of one direction's sends and receives in one coordinate system:
-    offsets from the first traced byte, so they do not depend on the ISN."""
+def _stream_ranges(sends: list[Event], recvs: list[Event], peeks: list[Event]
+                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]], list[tuple[int, int]]]:
+    """Byte ranges of one direction's sends, receives and peeks in one
+    coordinate system: offsets from the first traced byte, so they do not
+    depend on the ISN."""
     exact = (all(e.seq_w is not None for e in sends)
-             and all(e.seq_r is not None for e in recvs))
+             and all(e.seq_r is not None for e in (*recvs, *peeks)))
     if not exact:
-        return _ranges(sends, None, 0), _ranges(recvs, None, 0)
-    first = sends[0] if sends else recvs[0]
+        recv_r = _ranges(recvs, None, 0)
+        return _ranges(sends, None, 0), recv_r, _peek_ranges(recvs, recv_r, peeks, None)
+    first = sends[0] if sends else (recvs or peeks)[0]
     base = ((first.seq_w if sends else first.seq_r) - first.ret) % MOD
-    return _ranges(sends, "seq_w", base), _ranges(recvs, "seq_r", base)
+    recv_r = _ranges(recvs, "seq_r", base)
+    return _ranges(sends, "seq_w", base), recv_r, _peek_ranges(recvs, recv_r, peeks, base)
+
+
+def _peek_ranges(recvs: list[Event], recv_r: list[tuple[int, int]], peeks: list[Event],
+                 base: int | None) -> list[tuple[int, int]]:
+    """[start, end) of each peek: from where the receives before it had read
+    up to (its own seq_r when known, unwrapped from the last of them)."""
+    raw_ends = _raw_ends(recvs, "seq_r") if base is not None else []
+    out: list[tuple[int, int]] = []
+    i = 0  # receives before the peek
+    for p in peeks:
+        while i < len(recvs) and recvs[i].seq < p.seq:
+            i += 1
+        if base is None:
+            start = recv_r[i - 1][1] if i else 0
+        elif i:
+            start = recv_r[i - 1][1] + _signed(p.seq_r - raw_ends[i - 1])
+        else:
+            start = _signed(p.seq_r - base)
+        out.append((start, start + p.ret))
+    return out
 
 
 def _sweep(send_r: list[tuple[int, int]], recv_r: list[tuple[int, int]]) -> list[list[int]]:
@@ -377,12 +407,14 @@ def _opened_on_ipv6(a: _Epoch, b: _Epoch | None, opener: str) -> bool:
 def _direction(src: _Epoch, dst: _Epoch | None, dst_node: str, ref: ChannelRef
                ) -> list[SendMatch]:
     recvs = dst.recvs if dst else []
-    if not src.sends and not recvs:
+    peeks = dst.peeks if dst else []
+    if not src.sends and not recvs and not peeks:
         return []
-    send_r, recv_r = _stream_ranges(src.sends, recvs)
-    hits = _sweep(send_r, recv_r)
-    return [SendMatch(e, src.node, dst_node, ref, [recvs[r].seq for r in sorted(hs)], rng)
-            for e, rng, hs in zip(src.sends, send_r, hits, strict=True)]
+    send_r, recv_r, peek_r = _stream_ranges(src.sends, recvs, peeks)
+    hits, seen = _sweep(send_r, recv_r), _sweep(send_r, peek_r)
+    return [SendMatch(e, src.node, dst_node, ref, [recvs[r].seq for r in sorted(hs)], rng,
+                      [peeks[p].seq for p in sorted(ps)])
+            for e, rng, hs, ps in zip(src.sends, send_r, hits, seen, strict=True)]
 
 
 def _match_tcp(events: list[Event], resolver: Resolver
@@ -414,10 +446,13 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
     first_send: dict[tuple[str, str, int, int], int] = {}
     recvs: dict[tuple[str, int, str, int], list[Event]] = defaultdict(list)
     blind: dict[tuple[str, int], list[Event]] = defaultdict(list)  # (own, lport) -> receives
+    peeks: list[Event] = []
     out: list[SendMatch] = []
     for e in events:
         own = resolver.own(e)
-        if e.is_send:
+        if e.is_peek:
+            peeks.append(e)
+        elif e.is_send:
             dst = resolver.node(e.raddr, own)
             # a channel is one sending socket towards one node: sk, or port if sk unknown
             sock = (own, dst, e.sk, e.lport)
@@ -437,7 +472,26 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
         _fifo(flows.get(key, []), rs, began)
     for (own, lport), rs in blind.items():
         _fifo(_towards(flows, own, lport), rs, began)
+    _peeked(out, peeks, [e for e in events if e.is_recv])
     return out
+
+
+def _peeked(sends: list[SendMatch], peeks: list[Event], recvs: list[Event]) -> None:
+    """A UDP peek saw the datagram its socket's next receive took, if that
+    datagram begins with what the peek saw. (A peeked datagram that no
+    traced receive took gets no peek edge.)"""
+    if not peeks:
+        return
+    took = {r: m for m in sends for r in m.recvs}
+    later: dict[int, list[Event]] = defaultdict(list)  # sk -> its receives, in order
+    for r in recvs:
+        later[r.sk].append(r)
+    for p in peeks:
+        nxt = next((r for r in later.get(p.sk, ()) if r.seq > p.seq), None)
+        m = took.get(nxt.seq) if nxt is not None else None
+        if m is not None and m.event.ret >= p.ret and (
+                m.event.payload.startswith(p.payload) or p.payload.startswith(m.event.payload)):
+            m.peeks.append(p.seq)
 
 
 def _towards(flows: dict[tuple[str, int, str, int], list[SendMatch]], node: str, port: int

@@ -14,7 +14,7 @@ from tracer.faults import FaultReport
 if TYPE_CHECKING:
     import networkx as nx
 
-EDGE_KINDS = ("program", "fork", "connect", "message")
+EDGE_KINDS = ("program", "fork", "connect", "message", "peek")
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ _EDGE_KIND = {
     "fork": trace_pb2.EDGE_KIND_FORK,
     "connect": trace_pb2.EDGE_KIND_CONNECT,
     "message": trace_pb2.EDGE_KIND_MESSAGE,
+    "peek": trace_pb2.EDGE_KIND_PEEK,
 }
 _EDGE_NAME = {v: k for k, v in _EDGE_KIND.items()}
 _EVENT_FIELDS = [f for f in dataclasses.fields(Event)

@@ -214,6 +214,27 @@ def serve_udp(port: str) -> None:
         s.sendto(b"pong" + data[4:], addr)
 
 
+def serve_peek(port: str) -> None:
+    """Like serve, but look at the request's first 4 bytes with MSG_PEEK
+    before reading it."""
+    conn = accepted(listener(int(port)))
+    wait_queued(conn, 1)
+    if len(conn.recv(4, socket.MSG_PEEK)) < 1:
+        die("empty peek")
+    serve_one(conn)
+    sleep_forever()
+
+
+def serve_udp_peek(port: str) -> None:
+    """serve-udp, peeking at each datagram's first 4 bytes before reading it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(port)))
+    while True:
+        s.recvfrom(4, socket.MSG_PEEK)
+        data, addr = s.recvfrom(2048)
+        s.sendto(b"pong" + data[4:], addr)
+
+
 def serve_udp_cut(port: str) -> None:
     """Read each datagram into a 4-byte buffer (the kernel cuts it), with
     recvfrom and recvmsg in turn, and answer b"cut"."""
@@ -496,7 +517,8 @@ MODES = {
     "serve-prefork": serve_prefork, "serve-bulk": serve_bulk,
     "serve-coalesce": serve_coalesce, "serve-vector": serve_vector,
     "serve-concurrent": serve_concurrent, "serve-udp": serve_udp,
-    "serve-udp-sink": serve_udp_sink,
+    "serve-udp-sink": serve_udp_sink, "serve-peek": serve_peek,
+    "serve-udp-peek": serve_udp_peek,
     "client": client, "client-loop": client_loop, "client-bulk": client_bulk,
     "client-coalesce": client_coalesce, "client-vector": client_vector,
     "client-concurrent": client_concurrent, "client-udp": client_udp,
