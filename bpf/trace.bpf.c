@@ -977,12 +977,12 @@ static __always_inline int sock_io(struct stash *st, u64 task, u64 sk, s64 ret, 
 }
 
 /* The I/O of a call recorded from its sock, without its buffer (no
- * payload): sendfile and splice on `fd`, and any call on a sock that no fd
- * of the call names. io_uring runs requests inline in io_uring_enter, as
- * task work on the way out of whatever call the task was in, or in an
- * io-wq worker thread, which carries a copy of its creator's registers;
- * an ia32 call's number names no x86_64 one. Such I/O is recorded as
- * send_other/recv_other (fd -1, count = the call's number `nr`) if the
+ * payload): sendfile and splice on `fd`, and I/O that no call's fd names
+ * as its own. io_uring runs requests inline in io_uring_enter, as task work
+ * on the way out of whatever call the task was in (see in_own_call), or in
+ * an io-wq worker thread; an ia32 call's number names no x86_64 one. Such
+ * I/O is recorded as send_other/recv_other (fd -1, count = `nr`: orig_ax,
+ * the call the task is in or returns from, -1 after an interrupt) if the
  * sock is a task's own (user_sock: not one the kernel uses on its own
  * behalf, NFS ...), so that a connection's byte ranges stay whole. A send
  * counts towards the fault triggers it matches, and never fires one. */
@@ -1019,7 +1019,7 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
                                    const int mode)
 {
     u32 idx = 0;
-    if (st->mmsg_vec == vec && st->mmsg_fd == fd && st->mmsg_next < vlen)
+    if (st->mmsg_vec == vec && st->mmsg_fd == fd && st->mmsg_next < vlen && st->sk == sk)
         idx = st->mmsg_next;
     if (ret < 0 && idx > 0) {
         /* the message that ended the call (EAGAIN after MSG_WAITFORONE, ...):
@@ -1039,13 +1039,29 @@ static __always_inline int mmsg_io(struct stash *st, u64 task, u64 sk, s64 ret, 
     return 1;
 }
 
-/* declares task, regs, nr, sk, ret; st once the call is known to be one of ours */
+#define L_ENOSYS 38
+#define L_PF_IO_WORKER 0x10
+
+/* Are the saved user registers those of the call doing this I/O? Only
+ * inside the call: the entry code sets ax to -ENOSYS and the call's return
+ * value replaces it, so task work on the way out (io_uring runs requests
+ * there) finds the return value. An io-wq worker thread's registers are a
+ * copy of its creator's, frozen when it was made. */
+static __always_inline int in_own_call(u64 task, u64 regs)
+{
+    return (s64)LD(u64, regs, OFF_REGS_AX) == -L_ENOSYS
+        && !(LD(u32, task, OFF_TASK_FLAGS) & L_PF_IO_WORKER);
+}
+
+/* declares task, regs, nr, sk, ret, own (in_own_call); st once the call is
+ * known to be one of ours */
 #define SOCK_IO_PROLOGUE \
     u64 task = CURRENT_TASK(); \
     u64 regs = USER_REGS(); \
     u64 nr = LD(u64, regs, OFF_REGS_ORIG_AX); \
     u64 sk = ctx->args[0]; \
-    s64 ret = (s32)ctx->args[1]
+    s64 ret = (s32)ctx->args[1]; \
+    int own = in_own_call(task, regs)
 
 #define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
     sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
@@ -1070,7 +1086,9 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
-    if (nr == NR_READ) {
+    if (!own) {
+        /* I/O the call did not do itself: see other_io */
+    } else if (nr == NR_READ) {
         if (SOCK_IO(SYS_READ, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_NONE))
             return 0;
     } else if (nr == NR_READV) {
@@ -1138,7 +1156,9 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
-    if (nr == NR_WRITE) {
+    if (!own) {
+        /* I/O the call did not do itself: see other_io */
+    } else if (nr == NR_WRITE) {
         if (SEND_IO(SYS_WRITE, REG(regs, 1), REG(regs, 2), 0, 0, 0, MODE_BUF))
             return 0;
     } else if (nr == NR_WRITEV) {
@@ -1167,9 +1187,9 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     s64 fd = -1;
     u64 count = nr;
     u32 flags = (u32)ctx->args[2];
-    if (nr == NR_SENDFILE) {
+    if (own && nr == NR_SENDFILE) {
         sys = SYS_SENDFILE, fd = (s32)REG(regs, 0), count = REG(regs, 3), flags = 0;
-    } else if (nr == NR_SPLICE) {
+    } else if (own && nr == NR_SPLICE) {
         sys = SYS_SPLICE, fd = (s32)REG(regs, 2), count = REG(regs, 4), flags = 0;
     }
     return other_io(st, task, sk, ret, sys, fd, count, flags, nr, 1);

@@ -752,7 +752,7 @@ def test_json_export() -> None:
     conn.recv("s", 9)
     out = trace_to_json(run.trace(meta={"scenario": "rr"}))
     json.dumps(out)  # serializable as is
-    assert out["format"] == "bopbpf.trace/1" and out["meta"] == {"scenario": "rr"}
+    assert out["format"] == "bopbpf.trace/2" and out["meta"] == {"scenario": "rr"}
     assert out["nodes"][0] == {"name": "client", "address": "198.18.0.1", "address6": None,
                                 "cgroup": 11}
     msg = out["messages"][0]

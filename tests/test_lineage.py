@@ -129,6 +129,23 @@ def test_a_message_read_in_parts_counts_its_last_part_the_outcome_needed() -> No
     assert fact.recv_ts == h.events[first].ts and second not in lin
 
 
+def test_a_message_the_outcome_saw_only_by_a_peek_is_in_its_lineage() -> None:
+    """b peeks at a's message and replies before it reads it: the reply is
+    caused by what the peek saw, so the message is in the lineage."""
+    h = Hand()
+    m = h.send("a", "b", payload=b"GET")
+    peek = h.event("b", syscall="recvfrom", ret=3, proto="tcp", payload=b"GET", msg_flags=2)
+    m.peek_seqs = (peek,)
+    h.edges.append(Edge(m.send_seq, peek, "peek"))
+    r = h.send("b", "client")
+    h.recv("client", r)
+    late = h.recv("b", m)  # taken after the reply: not what the outcome needed
+    lin = lineage(h.trace())
+    assert ids(lin.support) == [["a->b:tcp0#0"], ["b->client:tcp0#0"]]
+    fact = next(f for f in lin.messages if f.id == m.id)
+    assert fact.recv_ts == h.events[peek].ts and late not in lin
+
+
 def test_retransmissions_on_one_channel_direction_are_one_group() -> None:
     h = Hand()
     copies = [h.send("a", "b", "udp0", b"VOTE 1") for _ in range(3)]

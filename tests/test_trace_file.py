@@ -4,6 +4,7 @@ read as a shorter trace and never a traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import ldfi
 
 from bopbpf import trace_pb2
-from ldfi.trace import Topology, Trace, build_trace, concurrent, happens_before
+from ldfi.trace import Edge, Topology, Trace, build_trace, concurrent, happens_before
 from ldfi.trace.wire import (
     FORMAT_VERSION,
     JSON_FORMAT,
@@ -78,6 +79,29 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     assert back == trace and dict(back.vector_clocks) == dict(trace.vector_clocks)
     assert back.faults == trace.faults and len(back.messages) == 6
     assert trace_to_json(back)["format"] == JSON_FORMAT
+
+
+def test_a_version_2_file_is_still_read() -> None:
+    """Files written before peeks: a TraceFile with a checksum, version 2."""
+    trace = udp_ping_trace()
+    pb = trace_to_proto(trace)
+    pb.format_version = 2
+    body = pb.SerializeToString()
+    data = trace_pb2.TraceFile(format_version=2, trace=body,
+                               sha256=hashlib.sha256(body).digest()).SerializeToString()
+    assert trace_from_bytes(data) == trace
+
+
+def test_peeks_survive_a_file(tmp_path: Path) -> None:
+    trace = udp_ping_trace()
+    m = trace.messages[0]
+    peek = trace.messages[1].send_seq  # any event will do for the file
+    trace.messages[0] = dataclasses.replace(m, peek_seqs=(peek,))
+    trace.edges.append(Edge(m.send_seq, peek, "peek"))
+    write_trace(trace, tmp_path / "run.pb")
+    back = read_trace(tmp_path / "run.pb")
+    assert back.messages[0].peek_seqs == (peek,) and Edge(m.send_seq, peek, "peek") in back.edges
+    assert trace_to_json(back)["messages"][0]["peek_seqs"] == [peek]
 
 
 def test_a_version_1_file_is_still_read() -> None:

@@ -881,7 +881,7 @@ def messages_json(data: dict) -> dict[str, tuple]:
 
 def test_cli_trace_and_export_with_16_payload_bytes(tmp_path):
     data = cli_trace(tmp_path, 16)
-    assert data["format"] == "bopbpf.trace/1" and data["complete"] is True
+    assert data["format"] == "bopbpf.trace/2" and data["complete"] is True
     assert data["lost_events"] == 0 and data["meta"]["payload_bytes"] == "16"
     assert messages_json(data) == {
         "client->server:tcp0#0": (40, REQUEST40[:16], 1, True),

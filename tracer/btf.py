@@ -221,6 +221,8 @@ NEEDED = {
     "OFF_REGS_ARG4": ("pt_regs", "r8"),
     "OFF_REGS_ARG5": ("pt_regs", "r9"),
     "OFF_REGS_ORIG_AX": ("pt_regs", "orig_ax"),  # the system call's number
+    "OFF_REGS_AX": ("pt_regs", "ax"),  # -ENOSYS until the call returns
+    "OFF_TASK_FLAGS": ("task_struct", "flags"),  # PF_IO_WORKER
 }
 # expected sizes: a layout change that alters a field's width must fail loudly
 SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,
@@ -230,7 +232,7 @@ SIZES = {"OFF_FDT_MAX_FDS": 4, "OFF_INODE_MODE": 2, "OFF_SOCKET_TYPE": 2,
          "OFF_SK_TYPE": 2, "OFF_NET_INUM": 4, "OFF_TASK_PID": 4,
          "OFF_TASK_TGID": 4, "OFF_TASK_EXIT_CODE": 4, "OFF_TCP_COPIED_SEQ": 4,
          "OFF_TCP_WRITE_SEQ": 4, "OFF_INET_SPORT": 2, "OFF_TASK_COMM": 16,
-         "OFF_SOCK_ERR": 4}
+         "OFF_SOCK_ERR": 4, "OFF_TASK_FLAGS": 4}
 
 
 def offsets(btf: BTF | None = None) -> dict[str, int]:

@@ -112,7 +112,8 @@ def causal_past(trace: Trace, seeds: Iterable[int]) -> set[int]:
 
 
 def message_facts(trace: Trace, past: set[int]) -> list[MessageFacts]:
-    """MessageFacts of the messages with a receive in `past`, in send order."""
+    """MessageFacts of the messages with a receive (or a peek: the bytes it
+    saw were the message's) in `past`, in send order."""
     by_send = sorted(trace.messages, key=lambda m: m.send_seq)
     # Node-wide send index, in the order the kernel counts them: a send counts
     # when it completes (seq = emission at exit), and a trigger fires at the
@@ -126,7 +127,7 @@ def message_facts(trace: Trace, past: set[int]) -> list[MessageFacts]:
     event = trace.event
     out: list[MessageFacts] = []
     for m in by_send:
-        needed = [s for s in m.recv_seqs if s in past]
+        needed = [s for s in (*m.recv_seqs, *m.peek_seqs) if s in past]
         if needed:
             out.append(_facts(m, index[m.send_seq], event,
                               max((event(s).ts, s) for s in needed), sends_of.get(m.dst, [])))

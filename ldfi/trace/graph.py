@@ -62,7 +62,7 @@ def build_edges(events: list[Event], matched: MatchResult, messages: list[Messag
     edges = thread_edges(events)
     edges += [Edge(c, a, "connect") for c, a in matched.connects]
     edges += [Edge(m.send_seq, r, "message") for m in messages for r in m.recv_seqs]
-    edges += [Edge(s.event.seq, p, "peek") for s in matched.sends for p in s.peeks]
+    edges += [Edge(m.send_seq, p, "peek") for m in messages for p in m.peek_seqs]
     edges.sort()  # plain tuples: fast
     return edges
 

@@ -63,7 +63,7 @@ def assign_ids(sends: list[SendMatch]) -> list[Message]:
         start, end = s.byte_range if s.byte_range and e.proto == "tcp" else (None, None)
         out.append(Message(mid, e.proto, e.seq, tuple(s.recvs), e.ret, e.payload,
                            _content_key(e.syscall, e.payload, e.ret, mid), bool(s.recvs),
-                           start, end))
+                           start, end, tuple(s.peeks)))
     return out
 
 

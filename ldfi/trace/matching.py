@@ -25,6 +25,7 @@ does not move), UDP from the datagram that the socket's next receive took.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -388,7 +389,8 @@ def _roles(a: _Epoch, b: _Epoch | None, resolver: Resolver) -> tuple[str, str, i
         return peer, a.node, order
     # neither end seen opening it (traced too late): the first to speak opened it
     if b is None:
-        first_send = bool(a.sends) and (not a.recvs or a.sends[0].seq < a.recvs[0].seq)
+        heard = [e.seq for e in (a.recvs[:1] + a.peeks[:1])]
+        first_send = bool(a.sends) and (not heard or a.sends[0].seq < min(heard))
         return (a.node, peer, order) if first_send else (peer, a.node, order)
     return (a.node, peer, order) if a.first_seq <= b.first_seq else (peer, a.node, order)
 
@@ -400,7 +402,7 @@ def _opened_on_ipv6(a: _Epoch, b: _Epoch | None, opener: str) -> bool:
     side = a if a.node == opener and (a.connect or not (b and b.connect)) else b
     if side is None or side.node != opener:
         return ":" in a.tuple4[2]  # the opener was not traced: its address tells
-    first = side.connect or (side.sends or side.recvs or [None])[0]
+    first = side.connect or (side.sends or side.recvs or side.peeks or [None])[0]
     return first is not None and first.family == 6
 
 
@@ -472,24 +474,27 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
         _fifo(flows.get(key, []), rs, began)
     for (own, lport), rs in blind.items():
         _fifo(_towards(flows, own, lport), rs, began)
-    _peeked(out, peeks, [e for e in events if e.is_recv])
+    _peeked(out, peeks, [e for e in events if e.is_recv], began)
     return out
 
 
-def _peeked(sends: list[SendMatch], peeks: list[Event], recvs: list[Event]) -> None:
+def _peeked(sends: list[SendMatch], peeks: list[Event], recvs: list[Event],
+            began: dict[int, int]) -> None:
     """A UDP peek saw the datagram its socket's next receive took, if that
-    datagram begins with what the peek saw. (A peeked datagram that no
-    traced receive took gets no peek edge.)"""
+    datagram had begun before the peek returned and begins with what the
+    peek saw. (A peeked datagram that no traced receive took, or that
+    another thread's receive took first, gets no peek edge.)"""
     if not peeks:
         return
     took = {r: m for m in sends for r in m.recvs}
-    later: dict[int, list[Event]] = defaultdict(list)  # sk -> its receives, in order
-    for r in recvs:
-        later[r.sk].append(r)
+    later: dict[int, list[int]] = defaultdict(list)  # sk -> seqs of its receives, in order
+    for r in sorted(recvs, key=lambda e: e.seq):
+        later[r.sk].append(r.seq)
     for p in peeks:
-        nxt = next((r for r in later.get(p.sk, ()) if r.seq > p.seq), None)
-        m = took.get(nxt.seq) if nxt is not None else None
-        if m is not None and m.event.ret >= p.ret and (
+        seqs = later.get(p.sk, [])
+        i = bisect_right(seqs, p.seq)
+        m = took.get(seqs[i]) if i < len(seqs) else None
+        if m is not None and m.event.ret >= p.ret and began[m.event.seq] <= p.ts and (
                 m.event.payload.startswith(p.payload) or p.payload.startswith(m.event.payload)):
             m.peeks.append(p.seq)
 

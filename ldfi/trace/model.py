@@ -72,6 +72,7 @@ class Message:
     delivered: bool  # some receive got (part of) it
     byte_start: int | None = None  # TCP: [byte_start, byte_end) offsets in the direction's
     byte_end: int | None = None  # stream, from its first traced byte (ISN-free)
+    peek_seqs: tuple[int, ...] = ()  # MSG_PEEK receives that saw (some of) it, taking nothing
 
     @property
     def src(self) -> str:

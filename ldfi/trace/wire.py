@@ -24,9 +24,11 @@ from tracer.faults import FaultReport
 from .graph import VectorClocks, thread_key
 from .model import EDGE_KINDS, Edge, Message, MessageId, Topology, Trace
 
-FORMAT_VERSION = 2  # a TraceFile: the Trace and its checksum
+FORMAT_VERSION = 3  # a TraceFile: the Trace and its checksum; peeks (edges, peek_seqs)
+CHECKSUM_VERSION = 2  # a TraceFile from before peeks (it has none), still read
 LEGACY_VERSION = 1  # a bare Trace (no checksum), still read
-JSON_FORMAT = "bopbpf.trace/1"  # the JSON export's layout, which version 2 did not change
+READ_VERSIONS = (LEGACY_VERSION, CHECKSUM_VERSION, FORMAT_VERSION)
+JSON_FORMAT = "bopbpf.trace/2"  # the JSON export's layout: /2 added peek edges and peek_seqs
 WHOLE_TRACE = "give a whole trace file written by 'ldfi trace -o FILE' (or a run's trace.pb)"
 _EDGE_KIND = {
     "program": trace_pb2.EDGE_KIND_PROGRAM,
@@ -55,6 +57,7 @@ def _message_pb(m: Message, pb: trace_pb2.TraceMessage) -> None:
         m.id.src, m.id.dst, m.id.channel, m.id.ordinal)
     pb.proto, pb.send_seq, pb.size = m.proto, m.send_seq, m.size
     pb.recv_seqs.extend(m.recv_seqs)
+    pb.peek_seqs.extend(m.peek_seqs)
     pb.payload, pb.payload_hash, pb.delivered = m.payload, m.payload_hash, m.delivered
     if m.byte_start is not None:
         pb.byte_start = m.byte_start
@@ -110,7 +113,7 @@ def _message(pb: trace_pb2.TraceMessage) -> Message:
         MessageId(pb.id.src, pb.id.dst, pb.id.channel, pb.id.ordinal), pb.proto, pb.send_seq,
         tuple(pb.recv_seqs), pb.size, pb.payload, pb.payload_hash, pb.delivered,
         pb.byte_start if pb.HasField("byte_start") else None,
-        pb.byte_end if pb.HasField("byte_end") else None)
+        pb.byte_end if pb.HasField("byte_end") else None, tuple(pb.peek_seqs))
 
 
 def _edge(index: int, pb: trace_pb2.TraceEdge) -> Edge:
@@ -139,7 +142,7 @@ def _check_references(events: list[Event], messages: list[Message], edges: list[
             if seq not in seqs:
                 raise _missing_event(f"edge {i} ({edge.src} -> {edge.dst})", seq)
     for m in messages:
-        for seq in (m.send_seq, *m.recv_seqs):
+        for seq in (m.send_seq, *m.recv_seqs, *m.peek_seqs):
             if seq not in seqs:
                 raise _missing_event(f"message {m.id}", seq)
     for seq in clocks:
@@ -153,7 +156,7 @@ def _check_references(events: list[Event], messages: list[Message], edges: list[
 
 def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
     """The Trace of a parsed protobuf; TraceFileError if its parts do not fit together."""
-    if pb.format_version not in (LEGACY_VERSION, FORMAT_VERSION):
+    if pb.format_version not in READ_VERSIONS:
         raise _unknown_version(pb.format_version)
     topo = Topology(
         addresses={n.name: n.address for n in pb.nodes if n.HasField("address")},
@@ -221,8 +224,13 @@ def trace_from_bytes(data: bytes) -> Trace:
     if not data:
         raise TraceFileError(f"the file is empty (0 bytes); {WHOLE_TRACE}")
     head = _parse(trace_pb2.TraceFile(), data)
-    if head.format_version == FORMAT_VERSION:
-        return trace_from_proto(_parse(trace_pb2.Trace(), _checked_body(head, len(data))))
+    if head.format_version in (CHECKSUM_VERSION, FORMAT_VERSION):
+        pb = _parse(trace_pb2.Trace(), _checked_body(head, len(data)))
+        if pb.format_version != head.format_version:  # the version is outside the checksum
+            raise TraceFileError(f"the file is damaged: it says format version "
+                                 f"{head.format_version}, its trace {pb.format_version}; "
+                                 f"{WHOLE_TRACE}")
+        return trace_from_proto(pb)
     if head.format_version == LEGACY_VERSION:
         return trace_from_proto(_legacy_trace(data))
     raise _unknown_version(head.format_version)
@@ -266,7 +274,7 @@ def _unknown_version(version: int) -> TraceFileError:
     if version == 0:
         return TraceFileError(f"not a bop-bpf trace: it has no trace format version; {WHOLE_TRACE}")
     return TraceFileError(f"trace format version {version} is not one this ldfi reads "
-                          f"({LEGACY_VERSION} and {FORMAT_VERSION}): export it with the (newer) "
+                          f"({', '.join(map(str, READ_VERSIONS))}): export it with the (newer) "
                           f"ldfi that wrote it; or, if it is not one, {WHOLE_TRACE}")
 
 
@@ -305,7 +313,8 @@ def message_json(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": str(m.id), "src": m.src, "dst": m.dst, "channel": m.channel,
         "ordinal": m.ordinal, "proto": m.proto, "send_seq": m.send_seq,
-        "recv_seqs": list(m.recv_seqs), "delivered": m.delivered, "size": m.size,
+        "recv_seqs": list(m.recv_seqs), "peek_seqs": list(m.peek_seqs),
+        "delivered": m.delivered, "size": m.size,
         "payload": escape_payload(m.payload), "payload_hash": m.payload_hash,
     }
     if m.byte_start is not None:

@@ -18,12 +18,12 @@
  *
  * `cnode uring WORKDIR` moves bytes through io_uring over a TCP connection
  * to itself (127.0.0.1), the three ways io_uring runs a request: a child
- * process writes "ping" to one end after half a second, while the parent,
- * which submitted a receive on the other end beforehand, is blocked in
- * read() on a pipe: the receive runs as task work on the way out of that
- * read (system call 0, fd the pipe's). The child's "more" is then received
- * inline, in io_uring_enter, and "pong" is sent back by an io-wq worker
- * thread (IOSQE_ASYNC). Creates WORKDIR/ok when all of it went as planned.
+ * process writes "ping" to one end once the parent, which submitted a
+ * receive on the other end beforehand, is blocked in read() on a pipe: the
+ * receive runs as task work on the way out of that read (system call 0, fd
+ * the pipe's). The child's "more" is then received inline, in
+ * io_uring_enter, and "pong" is sent back by an io-wq worker thread
+ * (IOSQE_ASYNC). Creates WORKDIR/ok when all of it went as planned.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/io_uring.h>
+#include <linux/tcp.h>  /* struct tcp_info with tcpi_bytes_received */
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -180,6 +182,55 @@ static int ring_reap(struct ring *r)
     return res;
 }
 
+#define WAIT_STEPS 1000  /* of 5 ms: 5 s */
+
+/* Is process `pid` blocked in read() on fd `fd`? (/proc/PID/syscall:
+ * "0 0x<fd> ..." while it is) */
+static int blocked_in_read(pid_t pid, int fd)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+    for (int i = 0; i < WAIT_STEPS; i++, usleep(5000)) {
+        FILE *f = fopen(path, "r");
+        long nr = -1;
+        unsigned long arg = 0;
+        int got = f ? fscanf(f, "%ld 0x%lx", &nr, &arg) : 0;
+        if (f)
+            fclose(f);
+        if (got == 2 && nr == 0 && arg == (unsigned long)fd)
+            return 1;
+    }
+    return 0;
+}
+
+/* bytes waiting in a socket's receive queue (an ioctl: not traced) */
+static int queued(int s)
+{
+    int n = -1;
+    return ioctl(s, FIONREAD, &n) == 0 ? n : -1;
+}
+
+static int wait_queued(int s, int n)
+{
+    for (int i = 0; i < WAIT_STEPS; i++, usleep(5000))
+        if (queued(s) >= n)
+            return 1;
+    return 0;
+}
+
+/* until `n` bytes arrived on s and none wait: someone took them */
+static int wait_taken(int s, unsigned n)
+{
+    for (int i = 0; i < WAIT_STEPS; i++, usleep(5000)) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_bytes_received >= n
+            && queued(s) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int uring(const char *workdir)
 {
     int lst = socket(AF_INET, SOCK_STREAM, 0), a = socket(AF_INET, SOCK_STREAM, 0), p[2];
@@ -200,9 +251,12 @@ static int uring(const char *workdir)
         die("fork");
     if (child == 0) {
         char reply[4];
-        usleep(500000);  /* the parent is in read() on the pipe by now */
-        if (write(a, "ping", 4) != 4 || write(a, "more", 4) != 4 || write(p[1], "x", 1) != 1
-            || read(a, reply, 4) != 4 || memcmp(reply, "pong", 4) != 0)
+        /* "ping" once the parent waits in read() on the pipe; "more" once
+         * "ping" was taken, and the pipe's byte once "more" is queued: b
+         * is the parent's socket too, whose queues the child can see */
+        if (!blocked_in_read(getppid(), p[0]) || write(a, "ping", 4) != 4
+            || !wait_taken(b, 4) || write(a, "more", 4) != 4 || !wait_queued(b, 4)
+            || write(p[1], "x", 1) != 1 || read(a, reply, 4) != 4 || memcmp(reply, "pong", 4) != 0)
             _exit(1);
         _exit(0);
     }
@@ -212,7 +266,7 @@ static int uring(const char *workdir)
     ring_submit(&r, IORING_OP_RECV, b, ping, 4, 0, 0);  /* nothing to receive yet: polled */
     if (read(p[0], &x, 1) != 1)  /* "ping" arrives: the receive runs as this read's task work */
         die("read pipe");
-    ring_submit(&r, IORING_OP_RECV, b, more, 4, 0, 1);  /* "more" is there: inline */
+    ring_submit(&r, IORING_OP_RECV, b, more, 4, 0, 1);  /* "more" is queued: inline */
     if (ring_reap(&r) != 4 || ring_reap(&r) != 4 || memcmp(ping, "ping", 4) || memcmp(more, "more", 4))
         die("io_uring recv");
     ring_submit(&r, IORING_OP_SEND, b, "pong", 4, IOSQE_ASYNC, 1);  /* an io-wq worker */
