@@ -1228,7 +1228,11 @@ static __always_inline void life_cycle(struct stash *st, u64 task, u64 sk, const
     if (faults_armed() && dead_cgroups.lookup(&cg))
         return;  /* a crashed node's: it dies at its next send or receive (no signal from here) */
     u64 regs = USER_REGS();
-    s64 fd = LD(u64, regs, OFF_REGS_ORIG_AX) == nr ? (s32)REG(regs, 0) : -1;
+    /* a bind or connect run by io_uring (task work, a worker) is not the
+     * call the registers name; a last close may come after its call
+     * returned (a deferred fput), still with that call's fd */
+    s64 fd = LD(u64, regs, OFF_REGS_ORIG_AX) == nr
+             && (sys == SYS_CLOSE || in_own_call(task, regs)) ? (s32)REG(regs, 0) : -1;
     struct ev_sock *e = reserve_record(RECORD_SIZE);
     if (!e)
         return;

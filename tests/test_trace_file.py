@@ -92,6 +92,20 @@ def test_a_version_2_file_is_still_read() -> None:
     assert trace_from_bytes(data) == trace
 
 
+def test_a_version_2_file_with_peek_edges_gets_its_peek_seqs() -> None:
+    """Version 2 files written while peek edges existed but peek_seqs did
+    not: the messages' peeks come back from the edges."""
+    trace = udp_ping_trace()
+    m, peek = trace.messages[0], trace.messages[1].send_seq
+    trace.edges.append(Edge(m.send_seq, peek, "peek"))
+    pb = trace_to_proto(trace)
+    pb.format_version = 2
+    body = pb.SerializeToString()
+    data = trace_pb2.TraceFile(format_version=2, trace=body,
+                               sha256=hashlib.sha256(body).digest()).SerializeToString()
+    assert trace_from_bytes(data).messages[0].peek_seqs == (peek,)
+
+
 def test_peeks_survive_a_file(tmp_path: Path) -> None:
     trace = udp_ping_trace()
     m = trace.messages[0]

@@ -25,7 +25,7 @@ from .graph import VectorClocks, thread_key
 from .model import EDGE_KINDS, Edge, Message, MessageId, Topology, Trace
 
 FORMAT_VERSION = 3  # a TraceFile: the Trace and its checksum; peeks (edges, peek_seqs)
-CHECKSUM_VERSION = 2  # a TraceFile from before peeks (it has none), still read
+CHECKSUM_VERSION = 2  # a TraceFile from before peek_seqs, still read
 LEGACY_VERSION = 1  # a bare Trace (no checksum), still read
 READ_VERSIONS = (LEGACY_VERSION, CHECKSUM_VERSION, FORMAT_VERSION)
 JSON_FORMAT = "bopbpf.trace/2"  # the JSON export's layout: /2 added peek edges and peek_seqs
@@ -165,6 +165,8 @@ def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
     events = [_event(e) for e in pb.events]
     messages = [_message(m) for m in pb.messages]
     edges = [_edge(i, e) for i, e in enumerate(pb.edges)]
+    if pb.format_version < FORMAT_VERSION:
+        _peeks_from_edges(messages, edges)
     clocks = {c.event: dict(c.clock) for c in pb.clocks}
     _check_references(events, messages, edges, clocks)
     if pb.format_version == LEGACY_VERSION:  # before tcp_state events had keys of their own
@@ -175,6 +177,18 @@ def trace_from_proto(pb: trace_pb2.Trace) -> Trace:
               for r in pb.faults]
     return Trace(dict(pb.meta), topo, events, messages, edges,
                  VectorClocks.from_dicts(clocks, threads), pb.lost_events, faults)
+
+
+def _peeks_from_edges(messages: list[Message], edges: list[Edge]) -> None:
+    """Messages' peek_seqs from the peek edges: a version-2 file written
+    while peek edges already existed, but not peek_seqs, has only these."""
+    peeks: dict[int, list[int]] = {}
+    for edge in edges:
+        if edge.kind == "peek":
+            peeks.setdefault(edge.src, []).append(edge.dst)
+    for m in messages:
+        if m.send_seq in peeks and not m.peek_seqs:
+            m.peek_seqs = tuple(sorted(peeks[m.send_seq]))
 
 
 _FAULT_FIELDS = dataclasses.fields(FaultReport)
