@@ -1053,15 +1053,13 @@ static __always_inline int in_own_call(u64 task, u64 regs)
         && !(LD(u32, task, OFF_TASK_FLAGS) & L_PF_IO_WORKER);
 }
 
-/* declares task, regs, nr, sk, ret, own (in_own_call); st once the call is
- * known to be one of ours */
+/* declares task, regs, nr, sk, ret; st once the call is known to be one of ours */
 #define SOCK_IO_PROLOGUE \
     u64 task = CURRENT_TASK(); \
     u64 regs = USER_REGS(); \
     u64 nr = LD(u64, regs, OFF_REGS_ORIG_AX); \
     u64 sk = ctx->args[0]; \
-    s64 ret = (s32)ctx->args[1]; \
-    int own = in_own_call(task, regs)
+    s64 ret = (s32)ctx->args[1]
 
 #define SOCK_IO(sys, buf, count, uaddr, addrlen, msg_flags, mode) \
     sock_io(st, task, sk, ret, sys, (s32)REG(regs, 0), buf, count, uaddr, addrlen, msg_flags, mode)
@@ -1086,6 +1084,7 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
+    int own = in_own_call(task, regs);  /* after the scope check: the host's calls skip it */
     if (!own) {
         /* I/O the call did not do itself: see other_io */
     } else if (nr == NR_READ) {
@@ -1156,6 +1155,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length) {
     struct stash *st = scoped_stash(task);
     if (!st)
         return 0;
+    int own = in_own_call(task, regs);  /* after the scope check: the host's calls skip it */
     if (!own) {
         /* I/O the call did not do itself: see other_io */
     } else if (nr == NR_WRITE) {

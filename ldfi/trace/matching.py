@@ -474,22 +474,23 @@ def _match_udp(events: list[Event], resolver: Resolver, began: dict[int, int],
         _fifo(flows.get(key, []), rs, began)
     for (own, lport), rs in blind.items():
         _fifo(_towards(flows, own, lport), rs, began)
-    _peeked(out, peeks, [e for e in events if e.is_recv], began)
+    if peeks:
+        _peeked(out, peeks, events, began)
     return out
 
 
-def _peeked(sends: list[SendMatch], peeks: list[Event], recvs: list[Event],
+def _peeked(sends: list[SendMatch], peeks: list[Event], events: list[Event],
             began: dict[int, int]) -> None:
     """A UDP peek saw the datagram its socket's next receive took, if that
     datagram had begun before the peek returned and begins with what the
     peek saw. (A peeked datagram that no traced receive took, or that
-    another thread's receive took first, gets no peek edge.)"""
-    if not peeks:
-        return
+    another thread's receive took first, gets no peek edge.) `events` are
+    in seq order (match() sorted them)."""
     took = {r: m for m in sends for r in m.recvs}
     later: dict[int, list[int]] = defaultdict(list)  # sk -> seqs of its receives, in order
-    for r in sorted(recvs, key=lambda e: e.seq):
-        later[r.sk].append(r.seq)
+    for r in events:
+        if r.is_recv:
+            later[r.sk].append(r.seq)
     for p in peeks:
         seqs = later.get(p.sk, [])
         i = bisect_right(seqs, p.seq)
